@@ -1,0 +1,49 @@
+# vicmae: one-command install, test, demo and benchmarks.
+# Every target installs what it needs first; a second `make install` takes seconds.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSDEPS_STAMP := $(VENV)/.sysdeps
+
+.PHONY: install sysdeps test test-fast lint demo bench-loader bench-convert clean
+
+install: $(STAMP)
+
+# FFCV 1.0.2 builds from source against OpenCV and libturbojpeg; libwebp is what the
+# loader calls from compiled code.
+sysdeps: $(SYSDEPS_STAMP)
+$(SYSDEPS_STAMP):
+	@bash scripts/install-sysdeps.sh
+	@mkdir -p $(VENV) && touch $@
+
+$(STAMP): pyproject.toml $(SYSDEPS_STAMP)
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 2; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+test: install
+	@bash scripts/run-tests.sh
+
+test-fast: install
+	@bash scripts/run-tests.sh -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+demo: install
+	@bash scripts/demo.sh
+
+bench-loader: install
+	$(PY) benchmarks/bench_loader.py
+
+bench-convert: install
+	$(PY) benchmarks/bench_convert.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache demo-out

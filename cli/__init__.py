@@ -1,0 +1,1 @@
+"""The Typer apps `vicmae-data` and `vicmae` (installed as `vicmae_cli`)."""

@@ -1,0 +1,1 @@
+"""FFCV fields that vicmae writes and reads."""

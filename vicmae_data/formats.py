@@ -1,0 +1,186 @@
+"""The .beton layout vicmae writes, and raw (undecoded) access to it.
+
+Every .beton vicmae writes has the same three fields, in this order:
+
+- ``frames``: :class:`~vicmae_data.fields.frames.WebPFramesField`, the WebP frame list;
+- ``label``: ``IntField``, the class index (into the sorted class names of the source split);
+- ``meta``: ``JSONField``, a dict with at least ``source`` (path or id of the source item),
+  ``class_name``, ``dataset``, ``fps`` (stored frame rate, 0.0 for images),
+  ``num_frames``, ``height``, ``width``, and ``partial`` (decoding stopped part-way).
+
+The class list (index -> name) is rebuilt from the ``class_name`` of the samples, so it
+travels inside the file with no sidecar to lose.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ffcv.fields import IntField, JSONField
+from ffcv.reader import Reader
+
+from vicmae_data.fields.frames import FrameList, WebPFramesField, packed_size, unpack_frames
+
+MIN_PAGE_SIZE = 8 << 20  # ffcv's default page, 8 MiB
+MAX_PAGE_SIZE = 1 << 31  # ffcv refuses >= 4 GiB; a 2 GiB sample is already absurd
+PAGE_SLACK = 64 << 10  # room for the JSON meta and the int label beside the frames
+
+
+class BetonError(ValueError):
+    """The file is missing, not a .beton, or not one vicmae wrote."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One converted item, ready to be written."""
+
+    frames: FrameList
+    label: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return packed_size(self.frames.frames)
+
+
+def beton_fields() -> dict[str, Any]:
+    """The writer's field map (order matters: it is the on-disk order)."""
+    return {"frames": WebPFramesField(), "label": IntField(), "meta": JSONField()}
+
+
+def custom_fields() -> dict[str, type]:
+    """What ffcv's ``Reader``/``Loader`` need to know about fields it does not ship."""
+    return {"frames": WebPFramesField}
+
+
+def page_size_for(max_sample_bytes: int) -> int:
+    """Smallest power-of-two page (>= 8 MiB) that holds the largest sample."""
+    need = max_sample_bytes + PAGE_SLACK
+    if need > MAX_PAGE_SIZE:
+        raise ValueError(f"a sample of {max_sample_bytes} bytes is larger than any ffcv page")
+    page = MIN_PAGE_SIZE
+    while page < need:
+        page *= 2
+    return page
+
+
+def write_beton(
+    path: str | os.PathLike,
+    samples: Sequence[Sample],
+    *,
+    max_sample_bytes: int | None = None,
+    num_workers: int = 1,
+) -> Path:
+    """Write ``samples`` to ``path`` atomically (a temporary name, renamed when complete).
+
+    ``samples`` may be any indexable sequence (it is read by ffcv's writer processes, so
+    it must be picklable and cheap to index). ``max_sample_bytes`` sizes the page; when
+    omitted it is measured from the samples.
+    """
+    from ffcv.writer import DatasetWriter
+
+    path = Path(path)
+    if len(samples) == 0:
+        raise ValueError("nothing to write: no samples")
+    if max_sample_bytes is None:
+        max_sample_bytes = max(samples[i].nbytes for i in range(len(samples)))
+    tmp = path.with_name(path.name + ".tmp")
+    writer = DatasetWriter(
+        str(tmp),
+        beton_fields(),
+        page_size=page_size_for(max_sample_bytes),
+        num_workers=max(1, num_workers),
+    )
+    writer.from_indexed_dataset(_AsTuples(samples))
+    os.replace(tmp, path)
+    return path
+
+
+class _AsTuples:
+    """Adapts a sequence of :class:`Sample` to the tuples ffcv's writer expects."""
+
+    def __init__(self, samples: Sequence[Sample]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[FrameList, int, dict[str, Any]]:
+        s = self.samples[index]
+        return s.frames, int(s.label), s.meta
+
+
+class BetonFile:
+    """Read-only raw access to a vicmae .beton: metadata, labels, meta dicts, frame bytes.
+
+    No decoding happens here; this is what ``info``, ``merge`` and ``read_sample`` build on.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BetonError(f"{self.path}: no such file")
+        try:
+            self.reader = Reader(str(self.path), custom_fields())
+        except Exception as exc:  # ffcv raises AssertionError/ValueError/IndexError on junk
+            raise BetonError(f"{self.path}: not a readable .beton file ({exc})") from None
+        if list(self.reader.field_names) != list(beton_fields()):
+            raise BetonError(
+                f"{self.path}: fields {self.reader.field_names} are not vicmae's "
+                f"{list(beton_fields())}"
+            )
+        self._data = np.memmap(self.path, dtype=np.uint8, mode="r")
+        # ffcv's metadata table names its columns f0, f1, ... in field order.
+        self._columns = {name: f"f{i}" for i, name in enumerate(self.reader.field_names)}
+
+    def _column(self, name: str) -> np.ndarray:
+        return self.reader.metadata[self._columns[name]]
+
+    def __len__(self) -> int:
+        return int(self.reader.num_samples)
+
+    @property
+    def page_size(self) -> int:
+        return int(self.reader.page_size)
+
+    @property
+    def frames_meta(self) -> np.ndarray:
+        """Structured array: ptr, size, num_frames, height, width per sample."""
+        return self._column("frames")
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._column("label")
+
+    def frame_bytes(self, index: int) -> list[bytes]:
+        """The WebP bytes of every frame of sample ``index``."""
+        row = self.frames_meta[index]
+        blob = self._data[int(row["ptr"]) : int(row["ptr"]) + int(row["size"])]
+        return unpack_frames(blob, int(row["num_frames"]))
+
+    def meta(self, index: int) -> dict[str, Any]:
+        row = self._column("meta")[index]
+        raw = self._data[int(row["ptr"]) : int(row["ptr"]) + int(row["size"])]
+        return JSONField.unpack(np.asarray(raw))
+
+    def sample(self, index: int) -> Sample:
+        """Sample ``index`` as written (frames still WebP-encoded)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        row = self.frames_meta[index]
+        frames = FrameList(self.frame_bytes(index), int(row["height"]), int(row["width"]))
+        return Sample(frames, int(self.labels[index]), self.meta(index))
+
+    def class_names(self) -> dict[int, str]:
+        """Index -> name, from the samples' ``class_name`` metadata."""
+        names: dict[int, str] = {}
+        for i in range(len(self)):
+            label = int(self.labels[i])
+            if label not in names:
+                names[label] = str(self.meta(i).get("class_name", label))
+        return dict(sorted(names.items()))
