@@ -1,9 +1,190 @@
-"""Commands of `vicmae-data` (placeholder: filled in by its area)."""
+"""`vicmae-data info / verify / preview / merge`: look inside .beton files and join them."""
 
 from __future__ import annotations
 
+import json
+import warnings
+from enum import StrEnum
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from vicmae_cli.common import err_console, fail
+
+from vicmae_data.formats import BetonError, BetonFile
+from vicmae_data.inspect import LIST_CLASSES_UP_TO, BetonInfo, describe_frames, info, verify
+from vicmae_data.merge import MergeWarning, merge
+from vicmae_data.preview import write_preview
+
+console = Console()
+
+
+class Relabel(StrEnum):
+    auto = "auto"
+    offset = "offset"
+    keep = "keep"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _open_or_fail(path: Path) -> BetonFile:
+    try:
+        return BetonFile(path)
+    except BetonError as exc:
+        fail(str(exc))
+
+
+def _info_table(s: BetonInfo) -> Table:
+    table = Table(title=s.path, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("samples", f"{s.samples:,}  ({s.videos:,} videos, {s.images:,} images)")
+    table.add_row("frames per sample", f"{describe_frames(s)}  (min / median / max)")
+    table.add_row("frames in all", f"{s.frames_total:,}")
+    h, w = s.common_resolution
+    table.add_row(
+        "resolution (h x w)",
+        f"{s.height_min}-{s.height_max} x {s.width_min}-{s.width_max}  (most common {h}x{w})",
+    )
+    table.add_row("bytes per frame", _size(s.bytes_per_frame))
+    table.add_row("file size", f"{_size(s.file_bytes)}  (page size {_size(s.page_size)})")
+    sampled = f"  (from {s.meta_read:,} samples)" if s.meta_sampled else ""
+    table.add_row("datasets", ", ".join(f"{k}: {v:,}" for k, v in s.datasets.items()) + sampled)
+    table.add_row("partial samples", f"{s.partial:,}{sampled}")
+    if s.num_classes <= LIST_CLASSES_UP_TO:
+        classes = "\n".join(
+            f"{k}: {s.class_names.get(k, '?')} ({c:,})" for k, c in s.class_counts.items()
+        )
+    else:
+        top = sorted(s.class_counts.items(), key=lambda kc: -kc[1])[:5]
+        classes = "most frequent: " + ", ".join(
+            f"{k}: {s.class_names.get(k, '?')} ({c:,})" for k, c in top
+        )
+    table.add_row("classes", f"{s.num_classes:,}\n{classes}")
+    return table
+
+
+def info_cmd(
+    path: Path = typer.Argument(..., help="The .beton file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Summarise a .beton: samples, classes, frames per sample, resolution, sizes.
+
+    Example: vicmae-data info k400.beton --json
+    """
+    _open_or_fail(path)
+    try:
+        summary = info(path)
+    except BetonError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        console.print(_info_table(summary))
+
+
+def verify_cmd(
+    path: Path = typer.Argument(..., help="The .beton file."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes decoding frames."),
+) -> None:
+    """Decode every frame of every sample; name the bad ones (exit 1 if any).
+
+    Example: vicmae-data verify k400.beton --workers 8
+    """
+    total = len(_open_or_fail(path))
+    columns = (
+        TextColumn("verify"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("verify", total=total)
+        try:
+            report = verify(path, workers=workers, progress=lambda k: progress.advance(task, k))
+        except BetonError as exc:
+            fail(str(exc))
+    if report.ok:
+        console.print(
+            f"[green]ok[/]: {report.samples:,} samples, {report.frames:,} frames decoded",
+            soft_wrap=True,
+        )
+        return
+    table = Table(title=f"{len(report.bad)} bad samples in {report.path}", title_justify="left")
+    for name in ("index", "source", "reason"):
+        table.add_column(name)
+    for bad in report.bad:
+        table.add_row(str(bad.index), bad.source, bad.reason)
+    console.print(table)
+    raise typer.Exit(1)
+
+
+def preview_cmd(
+    path: Path = typer.Argument(..., help="The .beton file."),
+    index: int = typer.Option(0, "--index", "-i", help="Which sample."),
+    out: Path = typer.Option(..., "--out", "-o", help="PNG to write."),
+    max_frames: int = typer.Option(16, "--max-frames", "-n", min=1, help="Frames shown at most."),
+    cols: int = typer.Option(0, "--cols", "-c", min=0, help="Columns (0: about square)."),
+    thumb_width: int = typer.Option(256, "--thumb-width", min=16, help="Width of each frame."),
+) -> None:
+    """Write a contact sheet (PNG) of one sample's frames, captioned with frame number and time.
+
+    Example: vicmae-data preview k400.beton --index 12 --out grid.png
+    """
+    _open_or_fail(path)
+    try:
+        written = write_preview(
+            path, index, out, max_frames=max_frames, cols=cols or None, thumb_width=thumb_width
+        )
+    except (BetonError, IndexError, OSError) as exc:
+        fail(str(exc))
+    console.print(f"wrote {written}", soft_wrap=True)
+
+
+def merge_cmd(
+    inputs: list[Path] = typer.Argument(..., help="The .beton files to join, in order."),
+    out: Path = typer.Option(..., "--out", "-o", help="The merged .beton."),
+    relabel: Relabel = typer.Option(
+        Relabel.auto,
+        "--relabel",
+        help="auto: keep labels of one dataset's shards, offset different datasets; "
+        "offset: shift every input past the previous; keep: never change labels.",
+    ),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="ffcv writer processes."),
+) -> None:
+    """Join .beton files (shards, or an image and a video dataset) without re-encoding.
+
+    Example: vicmae-data merge k400.0.beton k400.1.beton --out k400.beton
+    """
+    for p in inputs:
+        _open_or_fail(p)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = merge(inputs, out, relabel=relabel.value, num_workers=workers)
+        except (BetonError, ValueError, OSError) as exc:
+            fail(str(exc))
+    for w in caught:
+        if issubclass(w.category, MergeWarning):
+            err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+    extra = f" (+ {result.report.name})" if result.report else ""
+    console.print(
+        f"wrote {result.out}: {result.plan.total:,} samples from {len(inputs)} files{extra}",
+        soft_wrap=True,
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
+    """Add `info`, `verify`, `preview` and `merge` to `app`."""
+    app.command("info")(info_cmd)
+    app.command("verify")(verify_cmd)
+    app.command("preview")(preview_cmd)
+    app.command("merge")(merge_cmd)

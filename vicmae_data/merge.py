@@ -1,0 +1,274 @@
+"""Join .beton files (shards of one dataset, or different datasets) without re-encoding.
+
+The WebP bytes are copied as they are. Samples are read lazily from the inputs while ffcv's
+writer runs, so memory does not grow with the inputs.
+
+Labels. Shards of one dataset share a label space and keep their labels. Different
+datasets (say ImageNet and Kinetics) would collide (label 0 = "tench" and "abseiling"), so
+``relabel="auto"`` groups the inputs into label spaces and shifts each group's labels past
+the previous group's; the original label goes to ``meta["orig_label"]``. Two inputs share a
+label space when their ``dataset`` names are the same and no label has two class names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from vicmae_data.formats import BetonError, BetonFile, Sample, write_beton
+
+log = logging.getLogger(__name__)
+
+
+class MergeWarning(UserWarning):
+    """Labels were offset, or kept although the class lists differ."""
+
+
+RelabelMode = Literal["auto", "offset", "keep"]
+RELABEL_MODES: tuple[str, ...] = ("auto", "offset", "keep")
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """How each input's labels map into the merged file: ``label + offsets[k]``."""
+
+    inputs: tuple[str, ...]
+    lengths: tuple[int, ...]
+    offsets: tuple[int, ...]
+    relabelled: bool
+    max_sample_bytes: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return sum(self.lengths)
+
+
+@dataclass(frozen=True)
+class _InputSummary:
+    path: str
+    length: int
+    classes: dict[int, str]  # from the first sample of every label
+    datasets: frozenset[str]
+    max_label: int
+    max_sample_bytes: int
+
+
+def _summarise(path: str) -> _InputSummary:
+    beton = BetonFile(path)
+    labels = np.asarray(beton.labels, dtype=np.int64)
+    if len(labels) == 0:
+        raise BetonError(f"{path}: the file holds no samples")
+    uniq, first = np.unique(labels, return_index=True)
+    classes: dict[int, str] = {}
+    datasets: set[str] = set()
+    for label, i in zip(uniq, first, strict=True):
+        meta = beton.meta(int(i))
+        classes[int(label)] = str(meta.get("class_name", int(label)))
+        datasets.add(str(meta.get("dataset", "")))
+    return _InputSummary(
+        path=path,
+        length=len(labels),
+        classes=classes,
+        datasets=frozenset(datasets),
+        max_label=int(uniq.max()),
+        max_sample_bytes=int(np.asarray(beton.frames_meta["size"]).max()),
+    )
+
+
+def _compatible(a: dict[int, str], b: dict[int, str]) -> bool:
+    return all(a[k] == b[k] for k in a.keys() & b.keys())
+
+
+def _label_spaces(summaries: Sequence[_InputSummary]) -> list[int]:
+    """Group id per input: same datasets and no label with two names -> same group."""
+    groups: list[tuple[frozenset[str], dict[int, str]]] = []
+    ids: list[int] = []
+    for s in summaries:
+        for g, (datasets, classes) in enumerate(groups):
+            if datasets == s.datasets and _compatible(classes, s.classes):
+                classes.update(s.classes)
+                ids.append(g)
+                break
+        else:
+            groups.append((s.datasets, dict(s.classes)))
+            ids.append(len(groups) - 1)
+    return ids
+
+
+def plan_merge(inputs: Sequence[str | os.PathLike], relabel: RelabelMode = "auto") -> MergePlan:
+    """Decide the label offset of every input (reads only the first sample of each class)."""
+    if relabel not in RELABEL_MODES:
+        raise ValueError(f"relabel must be one of {RELABEL_MODES}, not {relabel!r}")
+    if not inputs:
+        raise ValueError("nothing to merge: no inputs")
+    summaries = [_summarise(str(p)) for p in inputs]
+    notes: list[str] = []
+    if relabel == "offset":
+        groups = list(range(len(summaries)))
+    else:
+        groups = _label_spaces(summaries)
+        if relabel == "keep" and len(set(groups)) > 1:
+            notes.append(
+                "--relabel keep: the inputs' class lists differ, so one label now names "
+                "different classes in different samples"
+            )
+            groups = [0] * len(summaries)
+
+    # Each label space starts after the largest label of the ones before it.
+    starts: dict[int, int] = {}
+    next_start = 0
+    for g in sorted(set(groups)):
+        starts[g] = next_start
+        next_start += 1 + max(
+            s.max_label for s, gi in zip(summaries, groups, strict=True) if gi == g
+        )
+    offsets = tuple(starts[g] for g in groups)
+    relabelled = len(set(groups)) > 1
+    if relabelled:
+        described = ", ".join(
+            f"{Path(s.path).name} (+{o}, {len(s.classes)} classes, "
+            f"{'/'.join(sorted(s.datasets)) or '?'})"
+            for s, o in zip(summaries, offsets, strict=True)
+        )
+        notes.append(
+            f"inputs hold different class lists; labels are offset per input: {described}; "
+            "the original label is kept in meta['orig_label']"
+        )
+    return MergePlan(
+        inputs=tuple(s.path for s in summaries),
+        lengths=tuple(s.length for s in summaries),
+        offsets=offsets,
+        relabelled=relabelled,
+        max_sample_bytes=max(s.max_sample_bytes for s in summaries),
+        notes=tuple(notes),
+    )
+
+
+class MergedSamples(Sequence[Sample]):
+    """The inputs' samples end to end, relabelled by ``plan``, read on ``__getitem__``.
+
+    Picklable (ffcv's writer hands it to worker processes): only the paths travel; each
+    process opens the files on first use.
+    """
+
+    def __init__(self, plan: MergePlan) -> None:
+        self.plan = plan
+        self._ends = np.cumsum(plan.lengths)
+        self._open: dict[int, BetonFile] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"plan": self.plan, "_ends": self._ends, "_open": {}}
+
+    def __len__(self) -> int:
+        return self.plan.total
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} merged samples")
+        k = int(np.searchsorted(self._ends, index, side="right"))
+        start = int(self._ends[k - 1]) if k else 0
+        return k, index - start
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        k, local = self._locate(int(index))
+        if k not in self._open:
+            self._open[k] = BetonFile(self.plan.inputs[k])
+        sample = self._open[k].sample(local)
+        if not self.plan.relabelled:
+            return sample
+        meta = dict(sample.meta)
+        meta["orig_label"] = sample.label
+        meta.setdefault("dataset", Path(self.plan.inputs[k]).stem)
+        return Sample(sample.frames, sample.label + self.plan.offsets[k], meta)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def report_path(beton: str | os.PathLike) -> Path:
+    """Where a conversion report sits beside its .beton (``FILE.beton.report.json``)."""
+    beton = Path(beton)
+    return beton.with_name(beton.name + ".report.json")
+
+
+def merge_reports(
+    inputs: Sequence[str | os.PathLike], out: str | os.PathLike, written: int
+) -> Path | None:
+    """Join the inputs' ``.report.json`` files, if any: lists concatenated, counts summed.
+
+    Returns the merged report's path, or None when no input has a report.
+    """
+    found = [(str(p), report_path(p)) for p in inputs]
+    reports: list[tuple[str, dict[str, Any]]] = []
+    for src, rp in found:
+        if rp.is_file():
+            try:
+                reports.append((src, json.loads(rp.read_text())))
+            except (OSError, json.JSONDecodeError) as exc:
+                warnings.warn(
+                    f"{rp}: unreadable report, left out of the merge ({exc})", stacklevel=2
+                )
+    if not reports:
+        return None
+    merged: dict[str, Any] = {}
+    for _, rep in reports:
+        for key, value in rep.items():
+            if isinstance(value, list):
+                merged.setdefault(key, []).extend(value)
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                merged[key] = merged.get(key, 0) + value
+    merged["written"] = written
+    merged["merged_from"] = [{"path": src, "report": rp.is_file()} for src, rp in found]
+    dest = report_path(out)
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.write_text(json.dumps(merged, indent=2))
+    os.replace(tmp, dest)
+    return dest
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    out: Path
+    plan: MergePlan
+    report: Path | None
+
+
+def merge(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    relabel: RelabelMode = "auto",
+    num_workers: int = 1,
+) -> MergeResult:
+    """Write the samples of ``inputs`` in order to ``out`` (atomically), copying WebP bytes.
+
+    Example::
+
+        merge(["k400.0.beton", "k400.1.beton"], "k400.beton")           # shards: labels kept
+        merge(["imagenet.beton", "k400.beton"], "mixed.beton")          # offset, with a warning
+    """
+    out = Path(out)
+    for p in inputs:
+        if _same_file(Path(p), out):
+            raise ValueError(f"refusing to overwrite input {p} with the merged output")
+    plan = plan_merge(inputs, relabel)
+    for note in plan.notes:
+        warnings.warn(note, MergeWarning, stacklevel=2)
+    samples = MergedSamples(plan)
+    write_beton(out, samples, max_sample_bytes=plan.max_sample_bytes, num_workers=num_workers)
+    log.info("merged %d samples from %d files into %s", plan.total, len(plan.inputs), out)
+    report = merge_reports(plan.inputs, out, plan.total)
+    return MergeResult(out=out, plan=plan, report=report)
