@@ -1,0 +1,129 @@
+"""Export to timm: timm loads the file offline and computes the same features as our encoder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from vicmae.export import export_timm
+from vicmae.model import ModelConfig, ViCMAE
+
+CFG = ModelConfig(
+    arch="vit_pico_patch8", img_size=32, decoder_dim=32, decoder_depth=1, decoder_heads=2
+)
+# vit_pico_patch8 expressed as timm kwargs (timm has no model of this size by name).
+TIMM_KW = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
+
+
+@pytest.fixture(scope="module")
+def trained_model() -> ViCMAE:
+    """A tiny ViCMAE after a few optimizer steps, so that weights are not just their init."""
+    torch.manual_seed(0)
+    model = ViCMAE(CFG)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    views = torch.randn(4, 2, 3, 32, 32)
+    for _ in range(3):
+        out = model(views)
+        (out.loss_recon + out.loss_contrastive).backward()
+        opt.step()
+        opt.zero_grad()
+    return model.eval()
+
+
+def _checkpoint(model: ViCMAE, path: Path) -> Path:
+    """A checkpoint as the trainer writes it (with non-tensor state that needs full unpickling)."""
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "config": {"model": dataclasses.asdict(model.cfg)},
+            "rng": {"numpy": np.random.get_state()},
+            "step": 3,
+        },
+        path,
+    )
+    return path
+
+
+def _timm(file: Path, **kw) -> torch.nn.Module:
+    return timm.create_model(
+        "vit_base_patch16_224",
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(file)),
+        **TIMM_KW,
+        **kw,
+    ).eval()
+
+
+def test_export_round_trip_equals_timm_features(trained_model: ViCMAE, tmp_path: Path) -> None:
+    ckpt = _checkpoint(trained_model, tmp_path / "ckpt.pt")
+    out = tmp_path / "vit.pth"
+    info = export_timm(ckpt, out)
+    assert out.is_file() and not (tmp_path / "vit.pth.tmp").exists()
+    assert info["arch"] == "vit_pico_patch8" and info["head_classes"] == 1000
+    assert (info["embed_dim"], info["depth"], info["patch_size"]) == (64, 2, 8)
+    json.dumps(info)  # the CLI prints it
+    sd = torch.load(out, weights_only=True)
+    assert info["num_params"] == sum(
+        v.numel() for k, v in sd.items() if not k.startswith("head.") and k != "pos_embed"
+    )
+    assert "pos_embed" in sd and torch.all(sd["pos_embed"][0, 0] == 0)  # cls position zeros
+    assert not any(k.startswith(("decoder", "projector", "mask_token")) for k in sd)
+
+    # The issue's call, default num_classes=1000: timm loads strictly, so nothing is missing.
+    vit = _timm(out)
+    theirs = vit.state_dict()
+    for key, value in sd.items():
+        torch.testing.assert_close(theirs[key], value, rtol=0, atol=0)
+    encoder_keys = {k for k in theirs if not k.startswith("head.")}
+    assert encoder_keys == {k for k in sd if not k.startswith("head.")}
+
+    imgs = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ours = trained_model.encoder.forward_features(imgs)
+        torch.testing.assert_close(vit.forward_features(imgs), ours)
+        torch.testing.assert_close(vit.forward_head(vit.forward_features(imgs), True), ours[:, 0])
+        # features only: num_classes=0 drops the head, loads the encoder
+        torch.testing.assert_close(_timm(out, num_classes=0)(imgs), trained_model.features(imgs))
+
+
+def test_export_from_state_dict_module_and_ddp_keys(trained_model: ViCMAE, tmp_path: Path) -> None:
+    export_timm(trained_model, tmp_path / "a.pth", head_classes=None)
+    ref = torch.load(tmp_path / "a.pth", weights_only=True)
+    assert "head.weight" not in ref
+    raw = {"module." + k: v for k, v in trained_model.state_dict().items()}
+    info = export_timm(raw, tmp_path / "b.pth", head_classes=None)
+    assert info["arch"] == "vit_pico_patch8"  # named by its shapes
+    other = torch.load(tmp_path / "b.pth", weights_only=True)
+    assert ref.keys() == other.keys()
+    assert all(torch.equal(ref[k], other[k]) for k in ref)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            _timm(tmp_path / "b.pth", num_classes=0)(torch.zeros(1, 3, 32, 32)),
+            trained_model.features(torch.zeros(1, 3, 32, 32)),
+        )
+
+
+def test_export_rejects_wrong_arch_and_non_checkpoints(
+    trained_model: ViCMAE, tmp_path: Path
+) -> None:
+    out = tmp_path / "vit.pth"
+    with pytest.raises(ValueError, match="is not vit_base_patch16"):
+        export_timm(trained_model.state_dict(), out, arch="vit_base_patch16")
+    with pytest.raises(ValueError, match="no ViC-MAE encoder"):
+        export_timm({"weight": torch.zeros(2)}, out)
+    with pytest.raises(FileNotFoundError):
+        export_timm(tmp_path / "missing.pt", out)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="not a torch checkpoint"):
+        export_timm(garbage, out)
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(ValueError, match="expected a state dict"):
+        export_timm(tmp_path / "tensor.pt", out)
+    assert not out.exists()

@@ -1,0 +1,277 @@
+"""ViC-MAE model on a tiny ViT: shapes, masking, losses, init, pooling, sizes against timm."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import timm
+import torch
+from torch import nn
+
+from vicmae.model import ModelConfig, ViCMAE, param_groups, patchify, unpatchify
+from vicmae.param_groups import layer_id
+from vicmae.pos_embed import sincos_2d
+from vicmae.vit import ViTEncoder, vit_encoder_dims
+
+TINY = dict(arch="vit_pico_patch8", img_size=32, decoder_dim=32, decoder_depth=1, decoder_heads=2)
+
+CONFIGS = {
+    "mean": ModelConfig(**TINY),
+    "max-normpix": ModelConfig(**TINY, pooling="max", norm_pix_loss=True),
+    "gem": ModelConfig(**TINY, pooling="gem", projector_dims=(96, 96, 16)),
+    "mean-normpix-both": ModelConfig(**TINY, norm_pix_loss=True, reconstruct_both=True),
+}
+
+
+def _views(n: int = 4, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 2, 3, 32, 32, generator=g)  # (N, 2, 3, H, W)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_forward_shapes_and_finite_backward(name: str) -> None:
+    cfg = CONFIGS[name]
+    torch.manual_seed(0)
+    model = ViCMAE(cfg)
+    out = model(_views())
+    N, L, D, p = 4, 16, 64, 8
+    assert out.pred.shape == (N, L, p * p * 3)
+    assert out.mask.shape == (N, L)
+    assert out.pooled.shape == (N, 2, D)
+    assert out.mask_views.shape == (N, 2, L)
+    assert out.loss_recon.ndim == 0 and out.loss_contrastive.ndim == 0
+    assert torch.isfinite(out.loss_recon) and torch.isfinite(out.loss_contrastive)
+    (out.loss_recon + 0.5 * out.loss_contrastive).backward()
+    for pname, param in model.named_parameters():
+        assert param.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(param.grad).all(), f"{pname} has a non-finite gradient"
+    assert any(param.grad.abs().sum() > 0 for param in model.encoder.parameters())
+
+
+def test_masking_exact_count_and_own_mask_per_view() -> None:
+    torch.manual_seed(0)
+    model = ViCMAE(CONFIGS["mean"])
+    views = _views(8)
+    for ratio in (0.75, 0.5):
+        out = model(views, mask_ratio=ratio)
+        n_keep = int(16 * (1 - ratio))
+        assert (out.mask_views.sum(-1) == 16 - n_keep).all()
+        assert set(out.mask_views.unique().tolist()) == {0.0, 1.0}
+        # each view of each sample draws its own mask
+        assert (out.mask_views[:, 0] != out.mask_views[:, 1]).any(-1).all()
+        assert torch.equal(out.mask, out.mask_views[:, 0])
+
+
+def test_random_masking_keeps_the_unmasked_tokens_in_order() -> None:
+    torch.manual_seed(1)
+    model = ViCMAE(CONFIGS["mean"])
+    x = torch.randn(3, 16, 5)  # (N, L, D)
+    kept, mask, ids_restore = model.random_masking(x, 0.75)
+    assert kept.shape == (3, 4, 5)
+    for i in range(3):
+        visible = x[i][mask[i] == 0]  # (4, 5), patch order
+        # kept rows are the visible patches, in the shuffled order ids_restore undoes
+        assert torch.equal(torch.sort(kept[i].sum(-1)).values, torch.sort(visible.sum(-1)).values)
+    assert torch.equal(torch.sort(ids_restore, dim=1).values, torch.arange(16).expand(3, 16))
+
+
+def test_loss_decreases_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    model = ViCMAE(CONFIGS["mean"])
+    views = _views(4, seed=3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    recon, contrastive = [], []
+    for _ in range(20):
+        torch.manual_seed(123)  # same masks every step: the decrease is not mask luck
+        out = model(views)
+        loss = out.loss_recon + out.loss_contrastive
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        recon.append(out.loss_recon.item())
+        contrastive.append(out.loss_contrastive.item())
+    assert np.isfinite(recon).all() and np.isfinite(contrastive).all()
+    assert recon[-1] < 0.9 * recon[0], recon  # ~0.78x in practice
+    assert contrastive[-1] < 0.5 * contrastive[0], contrastive  # ~0.001x
+
+
+def test_reconstruction_loss_counts_masked_patches_only() -> None:
+    torch.manual_seed(0)
+    model = ViCMAE(CONFIGS["mean"])
+    imgs = torch.randn(2, 3, 32, 32)
+    target = model.patchify(imgs)  # (2, 16, 192)
+    mask = torch.zeros(2, 16)
+    mask[:, :5] = 1
+    pred = target.clone()
+    pred[mask == 0] += 100.0  # wrong only where visible
+    assert model.forward_loss(imgs, pred, mask).item() == 0.0
+    pred[0, 0] += 1.0  # wrong on one masked patch by 1 per pixel
+    assert model.forward_loss(imgs, pred, mask).item() == pytest.approx(1.0 / 10)
+
+
+def test_patchify_matches_mae_layout_and_unpatchify_inverts() -> None:
+    imgs = torch.randn(2, 3, 32, 32)
+    x = patchify(imgs, 8)
+    # patch (row 1, col 2) holds pixels imgs[:, :, 8:16, 16:24] as (p, p, 3)
+    ref = imgs[:, :, 8:16, 16:24].permute(0, 2, 3, 1).reshape(2, -1)
+    assert torch.equal(x[:, 1 * 4 + 2], ref)
+    assert torch.equal(unpatchify(x, 8), imgs)
+
+
+def _mae_sincos_numpy(embed_dim: int, grid_size: int) -> np.ndarray:
+    """MAE's util/pos_embed.py, written out independently as the reference."""
+
+    def one_d(dim: int, pos: np.ndarray) -> np.ndarray:
+        omega = np.arange(dim // 2, dtype=np.float64) / (dim / 2.0)
+        omega = 1.0 / 10000**omega
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    gh = np.arange(grid_size, dtype=np.float32)
+    gw = np.arange(grid_size, dtype=np.float32)
+    grid = np.stack(np.meshgrid(gw, gh), axis=0).reshape([2, 1, grid_size, grid_size])
+    emb = np.concatenate([one_d(embed_dim // 2, grid[0]), one_d(embed_dim // 2, grid[1])], 1)
+    return np.concatenate([np.zeros([1, embed_dim]), emb], axis=0)
+
+
+@pytest.mark.parametrize(("dim", "grid"), [(64, 4), (768, 14)])
+def test_sincos_pos_embed_matches_mae(dim: int, grid: int) -> None:
+    ours = sincos_2d(dim, grid, cls_token=True).numpy()
+    np.testing.assert_allclose(ours, _mae_sincos_numpy(dim, grid), atol=1e-6)
+
+
+def test_pos_embed_is_fixed_and_init_is_maes() -> None:
+    torch.manual_seed(0)
+    model = ViCMAE(CONFIGS["mean"])
+    names = {n for n, _ in model.named_parameters()}
+    assert "encoder.pos_embed" not in names and "decoder_pos_embed" not in names
+    assert "encoder.pos_embed" in model.state_dict()
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            bound = (6 / (mod.in_features + mod.out_features)) ** 0.5  # xavier_uniform
+            assert mod.weight.abs().max() <= bound, name
+            assert (mod.bias == 0).all(), name
+    w = model.encoder.patch_embed.proj.weight
+    assert w.abs().max() <= (6 / (w.shape[0] + w[0].numel())) ** 0.5
+    for tok in (model.encoder.cls_token, model.mask_token):
+        assert 0.005 < tok.std().item() < 0.05
+
+
+def test_pooling_reduces_visible_tokens_without_cls() -> None:
+    tokens = torch.randn(3, 5, 7)  # (N, K, D)
+    m = {k: ViCMAE(CONFIGS[k]) for k in ("mean", "max-normpix", "gem")}
+    torch.testing.assert_close(m["mean"].pool(tokens), tokens.mean(1))
+    torch.testing.assert_close(m["max-normpix"].pool(tokens), tokens.max(1).values)
+    gem = tokens.clamp(min=1e-6).pow(3.0).mean(1).pow(1 / 3.0)
+    torch.testing.assert_close(m["gem"].pool(tokens), gem)
+    # pooled output of forward = pool over the encoder's visible outputs, cls excluded
+    model = m["mean"]
+    torch.manual_seed(5)
+    out = model(_views(2))
+    torch.manual_seed(5)
+    imgs = _views(2).transpose(0, 1).reshape(4, 3, 32, 32)
+    latent, _, _ = model.forward_encoder(imgs, 0.75)
+    torch.testing.assert_close(out.pooled.transpose(0, 1).reshape(4, -1), latent[:, 1:].mean(1))
+
+
+def test_projector_layout_paper_default_and_custom() -> None:
+    model = ViCMAE(CONFIGS["mean"])
+    kinds = [type(m).__name__ for m in model.projector]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    widths = [(m.in_features, m.out_features) for m in model.projector if isinstance(m, nn.Linear)]
+    assert widths == [(64, 128), (128, 128), (128, 128)]  # up to 2x width, then kept
+    custom = ViCMAE(CONFIGS["gem"]).projector
+    assert [m.out_features for m in custom if isinstance(m, nn.Linear)] == [96, 96, 16]
+
+
+def test_features_cls_and_mean() -> None:
+    model = ViCMAE(CONFIGS["mean"]).eval()
+    imgs = torch.randn(3, 3, 32, 32)
+    full = model.encoder.forward_features(imgs)  # (3, 17, 64)
+    assert full.shape == (3, 17, 64)
+    torch.testing.assert_close(model.features(imgs), full[:, 0])
+    torch.testing.assert_close(model.features(imgs, pool="mean"), full[:, 1:].mean(1))
+    with pytest.raises(ValueError):
+        model.features(imgs, pool="max")
+
+
+def test_config_validation_and_from_dict() -> None:
+    with pytest.raises(ValueError, match="unknown arch"):
+        ModelConfig(arch="vit_giant")
+    with pytest.raises(ValueError, match="pooling"):
+        ModelConfig(**TINY, pooling="attn")
+    with pytest.raises(ValueError, match="multiple"):
+        ModelConfig(**{**TINY, "img_size": 30})
+    cfg = ModelConfig.from_dict({**TINY, "projector_dims": [8, 4]})
+    assert cfg.projector_dims == (8, 4)
+    assert ModelConfig.from_dict(dataclasses.asdict(cfg)) == cfg
+    with pytest.raises(ValueError, match="unknown ModelConfig keys"):
+        ModelConfig.from_dict({"arch": "vit_base_patch16", "bogus": 1})
+
+
+@pytest.mark.parametrize(
+    ("arch", "timm_name"),
+    [
+        ("vit_small_patch16", "vit_small_patch16_224"),
+        ("vit_base_patch16", "vit_base_patch16_224"),
+        ("vit_large_patch16", "vit_large_patch16_224"),
+        ("vit_huge_patch14", "vit_huge_patch14_224"),
+    ],
+)
+def test_encoder_sizes_match_timm(arch: str, timm_name: str) -> None:
+    with torch.device("meta"):  # no memory, no init cost
+        ours = ViTEncoder.from_arch(arch)
+        theirs = timm.create_model(timm_name, num_classes=0)
+    ours_shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    theirs_shapes = {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+    assert ours_shapes == theirs_shapes
+    n_ours = sum(v.numel() for v in ours.parameters()) + ours.pos_embed.numel()
+    assert n_ours == sum(v.numel() for v in theirs.parameters())
+    assert vit_encoder_dims(arch)[0] == theirs.embed_dim
+
+
+def test_param_groups_no_decay_on_norms_biases_tokens() -> None:
+    model = ViCMAE(CONFIGS["mean"])
+    groups = param_groups(model, weight_decay=0.05)
+    by_decay = {g["weight_decay"]: set(g["param_names"]) for g in groups}
+    decay, no_decay = by_decay[0.05], by_decay[0.0]
+    assert {"encoder.cls_token", "mask_token", "encoder.norm.weight"} <= no_decay
+    assert {"encoder.blocks.0.norm1.bias", "projector.1.weight", "decoder_pred.bias"} <= no_decay
+    assert {"encoder.blocks.0.attn.qkv.weight", "encoder.patch_embed.proj.weight"} <= decay
+    assert all(not n.endswith(".bias") for n in decay)
+    n_all = sum(1 for p in model.parameters() if p.requires_grad)
+    assert sum(len(g["params"]) for g in groups) == n_all
+    torch.optim.AdamW(groups, lr=1e-3)  # the groups are valid optimizer input
+
+
+def test_layer_id_and_layer_decay_scales() -> None:
+    assert layer_id("encoder.cls_token", 3) == 0
+    assert layer_id("module.encoder.patch_embed.proj.weight", 3) == 0
+    assert layer_id("encoder.blocks.1.mlp.fc1.weight", 3) == 2
+    assert layer_id("encoder.norm.weight", 3) == 3
+    enc = ViTEncoder.from_arch("vit_pico_patch8", img_size=32)
+    groups = param_groups(enc, 0.05, layer_decay=0.5, num_layers=enc.depth + 1)
+    scale = {n: g["lr_scale"] for g in groups for n in g["param_names"]}
+    assert scale["cls_token"] == 0.5**3
+    assert scale["blocks.0.attn.qkv.weight"] == 0.5**2
+    assert scale["norm.weight"] == 1.0
+
+
+def test_load_at_another_resolution_keeps_fixed_positions() -> None:
+    """Fine-tuning/probing at another size: the sin-cos tables are rebuilt, weights load."""
+    torch.manual_seed(0)
+    src = ViCMAE(CONFIGS["mean"])
+    big = ViCMAE(dataclasses.replace(CONFIGS["mean"], img_size=48))
+    big.load_state_dict(src.state_dict())
+    assert big.encoder.pos_embed.shape == (1, 1 + 36, 64)
+    torch.testing.assert_close(big.encoder.pos_embed[0], sincos_2d(64, 6, cls_token=True))
+    torch.testing.assert_close(
+        big.encoder.blocks[0].attn.qkv.weight, src.encoder.blocks[0].attn.qkv.weight
+    )
+    assert big.features(torch.randn(2, 3, 48, 48)).shape == (2, 64)
+    with pytest.raises(RuntimeError):  # a learned weight of the wrong shape still fails
+        sd = src.state_dict()
+        sd["encoder.norm.weight"] = torch.zeros(3)
+        big.load_state_dict(sd)

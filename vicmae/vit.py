@@ -1,0 +1,160 @@
+"""ViT encoder built from timm's blocks, with fixed sin-cos position embeddings.
+
+Parameter names follow timm's ``VisionTransformer`` (``cls_token``, ``pos_embed``,
+``patch_embed.proj.*``, ``blocks.N.*``, ``norm.*``) so that export to timm is a key
+filter, not a conversion. Attention is timm's ``Attention``, which calls
+``F.scaled_dot_product_attention`` (SDPA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from timm.layers import LayerNorm, PatchEmbed
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from vicmae.pos_embed import sincos_2d
+
+# name -> (embed_dim, depth, num_heads, patch_size); MLP ratio 4 everywhere, as timm.
+VIT_ARCHS: dict[str, tuple[int, int, int, int]] = {
+    # Test/demo size only: runs in milliseconds on a CPU at 32x32.
+    "vit_pico_patch8": (64, 2, 2, 8),
+    "vit_tiny_patch16": (192, 12, 3, 16),
+    "vit_small_patch16": (384, 12, 6, 16),
+    "vit_base_patch16": (768, 12, 12, 16),
+    "vit_large_patch16": (1024, 24, 16, 16),
+    "vit_huge_patch14": (1280, 32, 16, 14),
+}
+
+
+def vit_encoder_dims(arch: str) -> tuple[int, int, int, int]:
+    """Return ``(embed_dim, depth, num_heads, patch_size)`` for an architecture name.
+
+    Example: ``vit_encoder_dims("vit_base_patch16") == (768, 12, 12, 16)``.
+    """
+    try:
+        return VIT_ARCHS[arch]
+    except KeyError:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(VIT_ARCHS)}") from None
+
+
+def init_weights(module: nn.Module) -> None:
+    """MAE's init: xavier_uniform for Linear (bias 0), LayerNorm weight 1 / bias 0.
+
+    Apply with ``model.apply(init_weights)``.
+    """
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def make_blocks(dim: int, depth: int, num_heads: int, drop_path: float = 0.0) -> nn.Sequential:
+    """``depth`` pre-norm transformer blocks (timm), drop path rising linearly to ``drop_path``."""
+    rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+    return nn.Sequential(
+        *[
+            Block(
+                dim,
+                num_heads,
+                mlp_ratio=4.0,
+                qkv_bias=True,
+                norm_layer=LayerNorm,  # timm's, eps 1e-6: same numerics as timm's ViT
+                drop_path=rates[i],
+            )
+            for i in range(depth)
+        ]
+    )
+
+
+def fixed_pos_embed_hook(name: str) -> Callable[..., None]:
+    """A load_state_dict pre-hook: a fixed sin-cos table of another grid size is replaced by ours.
+
+    The table is a function of the grid, not learned, so fine-tuning or probing at another
+    resolution than pretraining loads every other weight and keeps the right positions.
+    """
+
+    def hook(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+        key = prefix + name
+        own = getattr(module, name)
+        if key in state_dict and state_dict[key].shape != own.shape:
+            state_dict[key] = own.detach().clone()
+
+    return hook
+
+
+class ViTEncoder(nn.Module):
+    """ViT encoder: patch embedding, cls token, fixed sin-cos positions, blocks, final norm.
+
+    ``forward_features`` runs the whole image (evaluation); ``forward_tokens`` runs a
+    (masked) subset of patch tokens produced by ``embed_patches`` (pretraining).
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.grid_size = img_size // patch_size
+        self.num_patches = self.grid_size**2
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, 3, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        # Fixed, not learned (paper appendix A): a buffer, saved in the state dict so that
+        # the export carries it to timm (whose pos_embed is a parameter).
+        self.register_buffer(
+            "pos_embed", sincos_2d(embed_dim, self.grid_size, cls_token=True)[None]
+        )  # (1, 1+L, D)
+        self.blocks = make_blocks(embed_dim, depth, num_heads, drop_path)
+        self.norm = LayerNorm(embed_dim)
+        self.initialize_weights()
+        self.register_load_state_dict_pre_hook(fixed_pos_embed_hook("pos_embed"))
+
+    def initialize_weights(self) -> None:
+        """MAE's init: patch embedding as a Linear on its flattened weight, tokens N(0, 0.02)."""
+        w = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.normal_(self.cls_token, std=0.02)
+        self.apply(init_weights)
+
+    @classmethod
+    def from_arch(cls, arch: str, img_size: int = 224, drop_path: float = 0.0) -> ViTEncoder:
+        """Build by name, e.g. ``ViTEncoder.from_arch("vit_base_patch16")``."""
+        dim, depth, heads, patch = vit_encoder_dims(arch)
+        return cls(img_size, patch, dim, depth, heads, drop_path)
+
+    def embed_patches(self, imgs: Tensor) -> Tensor:
+        """imgs: (N, 3, H, W) -> patch tokens with positions added: (N, L, D)."""
+        x = self.patch_embed(imgs)  # (N, L, D)
+        return x + self.pos_embed[:, 1:, :]
+
+    def forward_tokens(self, x: Tensor) -> Tensor:
+        """x: (N, K, D) patch tokens (any subset, positions added) -> (N, 1+K, D) normed."""
+        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)  # (N, 1, D)
+        x = torch.cat([cls, x], dim=1)  # (N, 1+K, D)
+        x = self.blocks(x)
+        return self.norm(x)
+
+    def forward_features(self, imgs: Tensor) -> Tensor:
+        """imgs: (N, 3, H, W) -> all tokens, no masking: (N, 1+L, D); same as timm's."""
+        return self.forward_tokens(self.embed_patches(imgs))
+
+    def forward(self, imgs: Tensor) -> Tensor:
+        """imgs: (N, 3, H, W) -> cls feature (N, D)."""
+        return self.forward_features(imgs)[:, 0]
