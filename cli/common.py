@@ -19,7 +19,12 @@ def _print_version(value: bool) -> None:
 
 
 version_option = typer.Option(
-    False, "--version", "-V", callback=_print_version, is_eager=True, help="Show the version and exit."
+    False,
+    "--version",
+    "-V",
+    callback=_print_version,
+    is_eager=True,
+    help="Show the version and exit.",
 )
 
 

@@ -13,7 +13,7 @@ from vicmae_cli.common import version_option
 
 app = typer.Typer(
     name="vicmae-data",
-    help="Convert video and image datasets into .beton files of WebP frame lists, and inspect them.",
+    help="Convert video and image datasets into .beton files of WebP frames, and inspect them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

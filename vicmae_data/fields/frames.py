@@ -58,7 +58,9 @@ def pack_frames(frames: Sequence[bytes]) -> np.ndarray:
 
 def unpack_frames(blob: np.ndarray, num_frames: int) -> list[bytes]:
     """The inverse of :func:`pack_frames`."""
-    offsets = np.frombuffer(blob[: OFFSET_DTYPE.itemsize * (num_frames + 1)].tobytes(), OFFSET_DTYPE)
+    offsets = np.frombuffer(
+        blob[: OFFSET_DTYPE.itemsize * (num_frames + 1)].tobytes(), OFFSET_DTYPE
+    )
     return [blob[offsets[t] : offsets[t + 1]].tobytes() for t in range(num_frames)]
 
 
