@@ -1,0 +1,184 @@
+"""Pretraining throughput on one GPU: samples/s, model FLOPs utilisation, peak memory.
+
+Measures the training step the trainer runs (the real ViCMAE, AdamW with the trainer's
+param groups, bf16 autocast, reconstruction + lambda x contrastive, backward, step) on
+synthetic normalised views already on the GPU, so the number is the model's, not the
+loader's (``make bench-loader`` measures that). FLOPs are counted once with
+``torch.utils.flop_counter`` (forward + backward of one step); MFU divides the achieved
+FLOP/s by the GPU's dense bf16 peak (a table of known GPUs, or ``--peak-tflops``).
+
+    python benchmarks/bench_train_gpu.py                       # ViT-B/16, 224, bf16
+    python benchmarks/bench_train_gpu.py --batch 256 --compile
+    python benchmarks/bench_train_gpu.py --allow-cpu --arch vit_pico_patch8 --img-size 32 \
+        --batch 8 --steps 3 --warmup 1                          # smoke test on a CPU
+
+Writes ``benchmarks/results/train_gpu.json`` (GPU runs) with the GPU's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# Dense bf16 tensor-core peaks (TFLOP/s), from the vendors' data sheets (SXM parts).
+PEAK_BF16_TFLOPS = {
+    "H200": 989.0,
+    "H100 PCIe": 756.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10": 125.0,
+    "4090": 165.0,
+}
+
+
+def peak_tflops(name: str) -> float | None:
+    """The table's peak for a GPU name (longest matching key first), or None."""
+    for key in sorted(PEAK_BF16_TFLOPS, key=len, reverse=True):
+        if key in name:
+            return PEAK_BF16_TFLOPS[key]
+    return None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="vit_base_patch16")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=128, help="samples (video pairs) per step")
+    p.add_argument("--steps", type=int, default=30, help="timed steps")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--peak-tflops", type=float, default=None, help="override the peak table")
+    p.add_argument("--allow-cpu", action="store_true", help="smoke-test on a CPU (tiny arch)")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (GPU default: results/)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        gpu = torch.cuda.get_device_name(0)
+    elif args.allow_cpu:
+        device, gpu = torch.device("cpu"), None
+    else:
+        print(
+            "bench_train_gpu: no CUDA GPU here; this benchmark measures GPU pretraining "
+            "throughput. Run it on a GPU machine (or pass --allow-cpu with a tiny --arch "
+            "for a smoke test).",
+            file=sys.stderr,
+        )
+        return 2
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vicmae.model import ModelConfig, ViCMAE
+    from vicmae.param_groups import param_groups
+
+    torch.manual_seed(0)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    cfg = ModelConfig(arch=args.arch, img_size=args.img_size)
+    model = ViCMAE(cfg).to(device)
+    opt = torch.optim.AdamW(
+        param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda"
+    )
+    step_model = torch.compile(model) if args.compile else model
+    use_amp = args.precision == "bf16" and device.type == "cuda"
+    views = torch.randn(args.batch, 2, 3, args.img_size, args.img_size, device=device)
+    lam = 0.025
+
+    def step() -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = step_model(views)  # views: (B, 2, 3, H, W)
+            loss = out.loss_recon + lam * out.loss_contrastive
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    # FLOPs of one step (forward + backward), counted on the eager model.
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = model(views)
+            loss = out.loss_recon + lam * out.loss_contrastive
+        loss.backward()
+    opt.zero_grad(set_to_none=True)
+    flops_per_step = counter.get_total_flops()
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        last = step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t0
+    if not torch.isfinite(last):
+        print(f"bench_train_gpu: loss is {last.item()}; not recording", file=sys.stderr)
+        return 1
+
+    step_s = elapsed / args.steps
+    achieved = flops_per_step / step_s
+    peak = args.peak_tflops or (peak_tflops(gpu) if gpu else None)
+    result = {
+        "gpu": gpu or f"cpu ({platform.processor() or platform.machine()})",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "arch": args.arch,
+        "img_size": args.img_size,
+        "mask_ratio": cfg.mask_ratio,
+        "batch": args.batch,
+        "precision": args.precision if use_amp else "fp32",
+        "compile": args.compile,
+        "steps": args.steps,
+        "step_time_s": step_s,
+        "samples_per_s": args.batch / step_s,
+        "views_per_s": 2 * args.batch / step_s,
+        "gflops_per_sample": flops_per_step / args.batch / 1e9,
+        "achieved_tflops": achieved / 1e12,
+        "peak_bf16_tflops": peak,
+        "mfu": achieved / (peak * 1e12) if peak else None,
+        "peak_memory_gib": (
+            torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        ),
+        "input": "synthetic views on the device (loader excluded)",
+    }
+    rows = [
+        ("device", result["gpu"]),
+        ("model", f"{args.arch} @ {args.img_size}, mask {cfg.mask_ratio}"),
+        ("batch / precision", f"{args.batch} / {result['precision']}"),
+        ("samples/s", f"{result['samples_per_s']:.1f}"),
+        ("GFLOPs per sample", f"{result['gflops_per_sample']:.1f}"),
+        ("achieved TFLOP/s", f"{result['achieved_tflops']:.1f}"),
+        ("MFU", f"{result['mfu']:.1%}" if result["mfu"] is not None else "n/a"),
+        (
+            "peak memory",
+            f"{result['peak_memory_gib']:.1f} GiB" if result["peak_memory_gib"] else "n/a",
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    out = args.out or (RESULTS / "train_gpu.json" if device.type == "cuda" else None)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""`vicmae` through Typer's CLI runner: commands listed, one-line errors, plot, export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import vicmae
+from vicmae.checkpoint import save_checkpoint
+from vicmae.config import load_config, to_dict
+from vicmae.logging_utils import MetricsLogger
+from vicmae.model import ViCMAE
+from vicmae_cli.train import app
+
+runner = CliRunner()
+
+
+def _one_line_error(res, needle: str) -> None:
+    assert res.exit_code == 2, res.output
+    text = res.output.strip()
+    assert "Traceback" not in text
+    assert needle in text
+    assert len(text.splitlines()) == 1, text
+
+
+def test_help_lists_commands_and_version():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    assert "train" in res.output and "export" in res.output and "plot" in res.output
+    res = runner.invoke(app, ["train", "--help"])
+    for name in ("pretrain", "linprobe", "finetune"):
+        assert name in res.output
+    res = runner.invoke(app, ["train", "pretrain", "--help"])
+    assert "Example" in res.output and "--resume" in res.output
+    assert vicmae.__version__ in runner.invoke(app, ["--version"]).output
+
+
+def test_missing_beton_is_a_one_line_error(tmp_path):
+    res = runner.invoke(app, ["train", "pretrain", "--beton", str(tmp_path / "nope.beton")])
+    _one_line_error(res, "nope.beton: no such .beton file")
+    res = runner.invoke(app, ["train", "pretrain", "--beton", str(tmp_path / "x.beton:0.3")])
+    _one_line_error(res, "x.beton: no such .beton file")
+    res = runner.invoke(app, ["train", "pretrain", "--out", str(tmp_path)])
+    _one_line_error(res, "no .beton given")
+    res = runner.invoke(app, ["train", "linprobe", "--beton", "a.beton", "--val-beton", "b.beton"])
+    _one_line_error(res, "a.beton: no such .beton file")
+
+
+def test_bad_override_is_a_one_line_error(tmp_path):
+    beton = tmp_path / "a.beton"
+    beton.write_bytes(b"")  # exists; the config is checked before the file is opened
+    res = runner.invoke(app, ["train", "pretrain", "--beton", str(beton), "optim.lr=1"])
+    _one_line_error(res, "unknown key 'optim.lr'")
+    res = runner.invoke(app, ["train", "pretrain", "--beton", str(beton), "optim.epochs=x"])
+    _one_line_error(res, "optim.epochs: expected an integer")
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("optim: [1, 2\n")
+    res = runner.invoke(app, ["train", "pretrain", "--beton", str(beton), "--config", str(cfg)])
+    _one_line_error(res, "not valid YAML")
+
+
+def test_plot_draws_pngs(tmp_path):
+    with MetricsLogger(tmp_path, total_steps=5, progress=False, tensorboard=False) as ml:
+        for s in range(1, 6):
+            ml.log(s, {"loss": 1 / s, "loss_recon": 0.9 / s, "loss_contrastive": 2.0,
+                       "samples_per_s": 100.0 + s, "data_wait_pct": 5.0})  # fmt: skip
+    res = runner.invoke(app, ["plot", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    for name in ("loss.png", "throughput.png"):
+        with Image.open(tmp_path / "plots" / name) as im:
+            assert im.format == "PNG" and im.size[0] > 100
+    _one_line_error(runner.invoke(app, ["plot", str(tmp_path / "empty")]), "no metrics.jsonl")
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path):
+    cfg = load_config(None, ["model.arch=vit_pico_patch8", "data.resolution=32"])
+    model = ViCMAE(cfg.model)
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(cfg), "step": 0})
+    return path, model
+
+
+def test_export_timm(tiny_checkpoint, tmp_path):
+    path, model = tiny_checkpoint
+    out = tmp_path / "vit.pth"
+    res = runner.invoke(app, ["export", "timm", "--checkpoint", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    state = torch.load(out, map_location="cpu", weights_only=True)
+    assert torch.equal(state["patch_embed.proj.weight"], model.encoder.patch_embed.proj.weight)
+    assert not any(k.startswith("decoder") for k in state)
+    res = runner.invoke(app, ["export", "timm", "--checkpoint", "no.pt", "--out", str(out)])
+    _one_line_error(res, "no.pt: no such checkpoint")

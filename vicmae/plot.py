@@ -1,0 +1,66 @@
+"""Loss and throughput curves of a run, from ``RUN_DIR/metrics.jsonl``, to PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vicmae.logging_utils import read_metrics
+
+LOSS_KEYS = ("loss", "loss_recon", "loss_contrastive")
+
+
+def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Write ``loss.png`` and ``throughput.png`` for the run; return their paths.
+
+    Example: ``plot_run("runs/k400")`` -> ``[runs/k400/plots/loss.png, .../throughput.png]``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise ValueError(f"{run_dir}: metrics.jsonl has no rows yet")
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float)]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in LOSS_KEYS:
+        x, y = series(key)
+        if x:
+            ax.plot(x, y, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"losses: {Path(run_dir).name}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(out / "loss.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    fig, ax1 = plt.subplots(figsize=(7, 4))
+    x, y = series("samples_per_s")
+    ax1.plot(x, y, color="tab:blue", label="samples/s")
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("samples/s", color="tab:blue")
+    x, y = series("data_wait_pct")
+    if x:
+        ax2 = ax1.twinx()
+        ax2.plot(x, y, color="tab:orange", label="waiting for data (%)")
+        ax2.set_ylabel("waiting for data (% of step)", color="tab:orange")
+        ax2.set_ylim(0, 100)
+    ax1.set_title(f"throughput: {Path(run_dir).name}")
+    ax1.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(out / "throughput.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
