@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -34,9 +33,18 @@ def _all_commands(app: typer.Typer):
             yield path, cmd
 
 
-def test_cli_folder_is_not_installed_as_generic_cli_package():
-    assert importlib.util.find_spec("vicmae_cli") is not None
-    assert importlib.util.find_spec("cli") is None
+def test_cli_folder_is_not_installed_as_generic_cli_package(tmp_path):
+    # From outside the checkout (where the `cli/` folder is not on sys.path by accident),
+    # the apps import as `vicmae_cli` and no top-level `cli` package exists.
+    probe = (
+        "import importlib.util as u; "
+        "print(u.find_spec('vicmae_cli') is not None, u.find_spec('cli') is None)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
 
 
 @pytest.mark.parametrize("script", ["vicmae-data", "vicmae"])

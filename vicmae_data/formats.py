@@ -14,8 +14,10 @@ travels inside the file with no sidecar to lose.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,12 +77,14 @@ def write_beton(
     *,
     max_sample_bytes: int | None = None,
     num_workers: int = 1,
+    show_progress: bool = False,
 ) -> Path:
     """Write ``samples`` to ``path`` atomically (a temporary name, renamed when complete).
 
     ``samples`` may be any indexable sequence (it is read by ffcv's writer processes, so
     it must be picklable and cheap to index). ``max_sample_bytes`` sizes the page; when
-    omitted it is measured from the samples.
+    omitted it is measured from the samples. ``show_progress`` lets ffcv draw its own
+    progress bar.
     """
     from ffcv.writer import DatasetWriter
 
@@ -96,9 +100,24 @@ def write_beton(
         page_size=page_size_for(max_sample_bytes),
         num_workers=max(1, num_workers),
     )
-    writer.from_indexed_dataset(_AsTuples(samples))
+    with _ffcv_progress_bar(show_progress):
+        writer.from_indexed_dataset(_AsTuples(samples))
     os.replace(tmp, path)
     return path
+
+
+@contextlib.contextmanager
+def _ffcv_progress_bar(show: bool) -> Iterator[None]:
+    """ffcv's writer always draws a tqdm bar on stderr; our CLIs draw their own with rich."""
+    import ffcv.writer
+    from tqdm import tqdm
+
+    original = ffcv.writer.tqdm
+    ffcv.writer.tqdm = functools.partial(tqdm, disable=not show)
+    try:
+        yield
+    finally:
+        ffcv.writer.tqdm = original
 
 
 class _AsTuples:
