@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSDEPS_STAMP := $(VENV)/.sysdeps
 
-.PHONY: install sysdeps test test-fast lint demo bench-loader bench-convert clean
+.PHONY: install sysdeps test test-fast lint demo bench-loader bench-convert bench-train-gpu clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ bench-loader: install
 
 bench-convert: install
 	$(PY) benchmarks/bench_convert.py
+
+# Needs a CUDA GPU: ViT-B/16 pretraining throughput, MFU and peak memory.
+bench-train-gpu: install
+	$(PY) benchmarks/bench_train_gpu.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache demo-out

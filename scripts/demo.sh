@@ -22,7 +22,7 @@ done
 $BIN/vicmae-data info "$OUT/k400-train.beton"
 
 step "3/4 pretrain a tiny ViC-MAE"
-$BIN/vicmae train pretrain --beton "$OUT/k400-train.beton" --config vicmae/configs/demo_cpu.yaml \
+$BIN/vicmae train pretrain --beton "$OUT/k400-train.beton" --config demo_cpu \
     --out "$OUT/run"
 
 step "4/4 linear probe: pretrained vs random init"
