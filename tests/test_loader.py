@@ -1,0 +1,160 @@
+"""make_loader: reproducibility, rank shares, mixing by weight, image augmentation."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vicmae_data import make_loader
+from vicmae_data.augment import IMAGENET_MEAN, IMAGENET_STD, to_model_input
+from vicmae_data.fields.frames import FrameList
+from vicmae_data.formats import BetonError, Sample, write_beton
+from vicmae_data.loader import Batch, split_batch
+from vicmae_data.order import block_shuffle_order
+
+RES = 16
+
+
+def webp(a: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(a).save(out, format="WEBP", quality=80)
+    return out.getvalue()
+
+
+def write(path, n: int, T: int, label0: int) -> str:
+    """``n`` samples of ``T`` frames (24x32), labels ``label0 + i``."""
+    samples = []
+    for i in range(n):
+        rng = np.random.default_rng(label0 + i)
+        frames = [webp(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)) for _ in range(T)]
+        samples.append(Sample(FrameList(frames, 24, 32), label0 + i, {}))
+    write_beton(path, samples)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("loader")
+    return {
+        "videos": write(d / "videos.beton", 24, 6, 0),
+        "images": write(d / "images.beton", 5, 1, 100),
+    }
+
+
+def epoch_batches(loader) -> list[Batch]:
+    return [Batch(*(t.clone() for t in b)) for b in loader]
+
+
+@pytest.fixture(scope="module")
+def ranks(files):
+    kw = dict(num_workers=2, resolution=RES, distributed=True, world_size=2, seed=9)
+    return [make_loader(files["videos"], 4, rank=r, **kw) for r in (0, 1)]
+
+
+def test_ranks_are_disjoint_cover_the_epoch_and_change(ranks) -> None:
+    shares = []
+    for epoch in (0, 1):
+        per_rank = []
+        for loader in ranks:
+            loader.set_epoch(epoch)
+            assert len(loader) == 3  # 24 samples / 2 ranks / batch 4
+            per_rank.append({int(x) for b in loader for x in b.labels})
+        assert per_rank[0].isdisjoint(per_rank[1])
+        assert per_rank[0] | per_rank[1] == set(range(24))
+        shares.append(per_rank[0])
+    assert shares[0] != shares[1]
+
+
+def test_same_seed_same_batches_run_after_run(files, ranks) -> None:
+    ranks[0].set_epoch(0)
+    first = epoch_batches(ranks[0])
+    ranks[0].set_epoch(0)
+    again = epoch_batches(ranks[0])
+    fresh = make_loader(
+        files["videos"],
+        4,
+        num_workers=2,
+        resolution=RES,
+        distributed=True,
+        rank=0,
+        world_size=2,
+        seed=9,
+        os_cache=True,
+    )  # fmt: skip; the memory-mapped reader must not change a thing
+    other = epoch_batches(fresh)
+    for a, b, c in zip(first, again, other, strict=True):
+        for x, y, z in zip(a, b, c, strict=True):
+            assert torch.equal(x, y) and torch.equal(x, z)
+    assert fresh.epoch == 1  # iterating ran epoch 0 and moved on
+
+
+def test_mixing_by_weight(files) -> None:
+    loader = make_loader(
+        [files["videos"], (files["images"], 0.5)], 6, num_workers=2, resolution=RES, seed=1
+    )
+    assert len(loader) == 24 // 4  # the first file (4 of every 6) defines the epoch
+    image_labels = []
+    for batch in loader:
+        assert batch.views.shape == (6, 2, 3, RES, RES)
+        assert int(batch.is_image.sum()) == 2  # round(6 * 0.5 / 1.5)
+        assert (batch.labels[batch.is_image] >= 100).all()
+        assert (batch.labels[~batch.is_image] < 100).all()
+        image_labels += batch.labels[batch.is_image].tolist()
+    assert set(image_labels) == set(range(100, 105))  # the small file cycled (12 > 5)
+
+
+def test_split_batch() -> None:
+    assert split_batch(256, [1.0]) == [256]
+    assert split_batch(10, [1.0, 0.3]) == [8, 2]
+    assert split_batch(3, [1.0, 1.0, 1.0]) == [1, 1, 1]
+    assert sum(split_batch(7, [0.2, 0.5, 0.3])) == 7
+
+
+def test_block_shuffle_order_pages_ranks_epochs() -> None:
+    indices = np.arange(1000)
+    pages = indices // 50  # 20 pages of 50 samples
+    kw = dict(seed=0, epoch=0, world_size=3, window=100)
+    parts = [block_shuffle_order(indices, pages, rank=r, **kw) for r in range(3)]
+    assert all(len(p) == 334 for p in parts)  # padded to equal shares
+    assert set(np.concatenate(parts)) == set(range(1000))
+    assert len(set(parts[0]) & set(parts[1])) == 0
+    # Page locality: any window of 100 consecutive samples touches few pages.
+    for p in parts:
+        for s in range(0, 300, 100):
+            assert len(set(pages[p[s : s + 100]])) <= 4
+    nxt = block_shuffle_order(indices, pages, rank=0, **{**kw, "epoch": 1})
+    assert set(nxt) != set(parts[0])
+    same = block_shuffle_order(indices, pages, rank=0, **kw)
+    assert (same == parts[0]).all()
+
+
+def test_strong_augment_only_touches_image_rows() -> None:
+    g = torch.Generator().manual_seed(0)
+    views = torch.randint(0, 256, (4, 2, 3, 20, 20), dtype=torch.uint8, generator=g)
+    is_image = torch.tensor([True, False, True, False])
+    batch = Batch(views, torch.arange(4), is_image)
+    plain = to_model_input(batch, "cpu", image_augment=False)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
+    torch.testing.assert_close(plain, (views.float() / 255 - mean) / std)
+    aug = to_model_input(batch, "cpu", generator=torch.Generator().manual_seed(1))
+    assert aug.shape == (4, 2, 3, 20, 20) and aug.dtype == torch.float32
+    assert torch.equal(aug[~is_image], plain[~is_image])
+    assert not torch.allclose(aug[is_image], plain[is_image])
+    again = to_model_input(batch, "cpu", generator=torch.Generator().manual_seed(1))
+    assert torch.equal(aug, again)
+
+
+def test_bad_paths_and_arguments(files, tmp_path) -> None:
+    with pytest.raises(BetonError):
+        make_loader(tmp_path / "missing.beton", 4, num_workers=1)
+    with pytest.raises(ValueError):
+        make_loader(files["videos"], 4, num_workers=1, sampling="nearest")
+    junk = tmp_path / "junk.beton"
+    junk.write_bytes(b"not a beton at all" * 10)
+    with pytest.raises(BetonError):
+        make_loader(junk, 4, num_workers=1)

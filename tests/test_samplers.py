@@ -1,0 +1,213 @@
+"""Frame samplers and crop drawing: numba kernels against NumPy/Python references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vicmae_data.augment import center_crop, draw_view_params, random_resized_crop
+from vicmae_data.samplers import (
+    center,
+    continuous,
+    distant,
+    rng_init,
+    rng_int,
+    rng_next,
+    rng_uniform,
+    splitmix64,
+)
+
+M64 = (1 << 64) - 1
+
+
+# --- pure-Python references -----------------------------------------------------------
+
+
+def ref_splitmix64(x: int) -> int:
+    z = (x + 0x9E3779B97F4A7C15) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+class RefRng:
+    def __init__(self, seed: int, epoch: int, index: int) -> None:
+        h = ref_splitmix64(seed)
+        h = ref_splitmix64(h ^ epoch)
+        self.state = ref_splitmix64(h ^ index)
+
+    def next(self) -> int:
+        self.state = (self.state + 0x9E3779B97F4A7C15) & M64
+        return ref_splitmix64(self.state)
+
+    def uniform(self) -> float:
+        return (self.next() >> 11) * 2.0**-53
+
+    def integer(self, n: int) -> int:
+        return min(int(self.uniform() * n), n - 1)
+
+
+def ref_distant(T: int, n: int, rng: RefRng) -> list[int]:
+    out = []
+    for k in range(n):
+        lo, hi = k * T // n, (k + 1) * T // n
+        hi = max(hi, lo + 1)
+        out.append(lo + rng.integer(hi - lo))
+    return out
+
+
+def ref_continuous(T: int, delta: int, n: int, rng: RefRng) -> list[int]:
+    cur = rng.integer(T)
+    out = [cur]
+    for _ in range(1, n):
+        if delta > 0:
+            cur = min(cur + 1 + rng.integer(delta), T - 1)
+        out.append(cur)
+    return out
+
+
+def state(seed: int, epoch: int = 0, index: int = 0) -> np.ndarray:
+    s = np.zeros(1, dtype=np.uint64)
+    rng_init(seed, epoch, index, s)
+    return s
+
+
+# --- RNG ------------------------------------------------------------------------------
+
+
+def test_rng_matches_reference_stream() -> None:
+    for x in (0, 1, 12345, M64):
+        assert int(splitmix64(np.uint64(x))) == ref_splitmix64(x)
+    s, ref = state(7, 3, 11), RefRng(7, 3, 11)
+    assert int(s[0]) == ref.state
+    for _ in range(50):
+        assert int(rng_next(s)) == ref.next()
+    assert rng_uniform(s) == ref.uniform()
+    assert rng_int(s, 17) == ref.integer(17)
+
+
+def test_rng_keys_give_different_streams() -> None:
+    firsts = {int(rng_next(state(0, e, i))) for e in range(5) for i in range(200)}
+    assert len(firsts) == 1000
+    u = np.array([rng_uniform(state(3, 0, i)) for i in range(4000)])
+    assert 0 <= u.min() and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.02  # 4000 draws: sd of the mean ~0.0046
+
+
+# --- samplers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("T,n", [(1, 2), (3, 4), (2, 2), (10, 2), (97, 3), (300, 2)])
+def test_distant_matches_reference_and_segments(T: int, n: int) -> None:
+    seen = [set() for _ in range(n)]
+    for i in range(300):
+        out = np.zeros(n, dtype=np.int64)
+        distant(T, n, out, state(1, 0, i))
+        assert out.tolist() == ref_distant(T, n, RefRng(1, 0, i))
+        for k in range(n):
+            lo, hi = k * T // n, (k + 1) * T // n
+            if hi > lo:
+                assert lo <= out[k] < hi  # one frame from each equal segment
+            else:
+                assert out[k] == lo  # T < n: deterministic spread
+            seen[k].add(int(out[k]))
+    for k in range(n):  # every frame of a (small) segment gets drawn
+        lo, hi = k * T // n, max((k + 1) * T // n, k * T // n + 1)
+        if hi - lo <= 10:
+            assert seen[k] == set(range(lo, hi))
+
+
+def test_distant_few_frames_is_deterministic_spread() -> None:
+    out = np.zeros(4, dtype=np.int64)
+    distant(1, 4, out, state(0))
+    assert out.tolist() == [0, 0, 0, 0]
+    distant(3, 4, out, state(0))
+    assert out.tolist() == [0, 0, 1, 2]
+
+
+@pytest.mark.parametrize("T,delta,n", [(50, 8, 2), (10, 3, 4), (5, 20, 2), (1, 8, 2), (30, 0, 3)])
+def test_continuous_matches_reference_and_bounds(T: int, delta: int, n: int) -> None:
+    gaps = set()
+    for i in range(300):
+        out = np.zeros(n, dtype=np.int64)
+        continuous(T, delta, n, out, state(2, 1, i))
+        assert out.tolist() == ref_continuous(T, delta, n, RefRng(2, 1, i))
+        assert 0 <= out[0] < T
+        for k in range(1, n):
+            gap = out[k] - out[k - 1]
+            if delta == 0 or T == 1:
+                assert gap == 0
+            elif out[k] < T - 1:
+                assert 1 <= gap <= delta  # next frame in (prev, prev + delta]
+                gaps.add(int(gap))
+            else:
+                assert 0 <= gap <= delta  # clamped at the last frame
+    if delta > 0 and T > 2 * delta:
+        assert gaps == set(range(1, delta + 1))
+
+
+def test_center_frames() -> None:
+    out = np.zeros(3, dtype=np.int64)
+    center(9, 1, out)
+    assert out[0] == 4
+    center(9, 3, out)
+    assert out.tolist() == [1, 4, 7]
+    center(1, 3, out)
+    assert out.tolist() == [0, 0, 0]
+
+
+# --- crops ----------------------------------------------------------------------------
+
+
+def ref_random_resized_crop(H, W, scale, ratio, rng: RefRng) -> tuple[int, int, int, int]:
+    area = H * W
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * (scale[0] + (scale[1] - scale[0]) * rng.uniform())
+        aspect = math.exp(lo + (hi - lo) * rng.uniform())
+        w = int(math.sqrt(target * aspect) + 0.5)
+        h = int(math.sqrt(target / aspect) + 0.5)
+        if 0 < w <= W and 0 < h <= H:
+            top, left = rng.integer(H - h + 1), rng.integer(W - w + 1)
+            return top - top % 2, left - left % 2, h, w
+    raise AssertionError("fallback not expected in this test")
+
+
+def test_random_resized_crop_matches_reference() -> None:
+    areas = []
+    for i in range(300):
+        box = np.zeros(4, dtype=np.int64)
+        random_resized_crop(256, 340, 0.5, 1.0, 3 / 4, 4 / 3, state(4, 0, i), box)
+        top, left, h, w = box.tolist()
+        assert (top, left, h, w) == ref_random_resized_crop(
+            256, 340, (0.5, 1.0), (3 / 4, 4 / 3), RefRng(4, 0, i)
+        )
+        assert top % 2 == 0 and left % 2 == 0  # libwebp's crop origin is even
+        assert 0 <= top and top + h <= 256 and 0 <= left and left + w <= 340
+        areas.append(h * w / (256 * 340))
+    assert 0.45 < min(areas) and max(areas) <= 1.0
+
+
+def test_center_crop() -> None:
+    box = np.zeros(4, dtype=np.int64)
+    center_crop(256, 340, 224 / 256, box)
+    assert box.tolist() == [16, 58, 224, 224]
+
+
+def test_draw_view_params_train_and_eval() -> None:
+    settings = np.array([0.5, 1.0, 0.2, 1.0, 3 / 4, 4 / 3, 224 / 256])
+    params = np.zeros((2, 6), dtype=np.int32)
+    rng = np.zeros(1, dtype=np.uint64)
+    draw_view_params(0, 0, 5, 100, 64, 80, 0, 8, True, settings, params, rng)
+    again = np.zeros_like(params)
+    draw_view_params(0, 0, 5, 100, 64, 80, 0, 8, True, settings, again, rng)
+    assert (params == again).all()  # a pure function of (seed, epoch, index)
+    assert params[0, 0] < 50 <= params[1, 0]
+    other = np.zeros_like(params)
+    draw_view_params(0, 1, 5, 100, 64, 80, 0, 8, True, settings, other, rng)
+    assert not (params == other).all()  # the epoch changes the draws
+    draw_view_params(0, 0, 5, 100, 64, 80, 0, 8, False, settings, params, rng)
+    assert params[:, 0].tolist() == [25, 75]
+    assert (params[:, 5] == 0).all() and params[0, 1:5].tolist() == [4, 12, 56, 56]

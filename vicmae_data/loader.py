@@ -1,0 +1,332 @@
+"""``make_loader``: batches of sampled, decoded, cropped views from one or several .beton files.
+
+One ffcv ``Loader`` per file, each running :class:`~vicmae_data.fields.frames_decoder.
+WebPFramesDecoder` in compiled code on ``num_workers`` threads. Several files are mixed by
+weight inside every batch (``["k400.beton", ("in1k.beton", 0.3)]``: file ``i`` gives
+``round(B * w_i / sum(w))`` samples of each batch; a bare path has weight 1). The first
+file defines the epoch; the others cycle.
+
+Example::
+
+    loader = make_loader("k400.beton", 256, num_workers=8, distributed=True)
+    for epoch in range(loader.epoch, epochs):
+        for batch in loader:                      # one epoch per iteration
+            x = to_model_input(batch, "cuda")     # (B, 2, 3, 224, 224) float, normalised
+
+With one file and ``device="cpu"``, a batch's tensors are views of ffcv's rotating buffers:
+they stay valid while the next ``batches_ahead`` batches are prepared; copy what you keep.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+import torch
+from ffcv.fields.basics import IntDecoder
+from ffcv.loader import Loader, OrderOption
+from ffcv.loader.epoch_iterator import EpochIterator
+from ffcv.memory_managers import OSCacheManager
+from ffcv.pipeline import PipelineSpec
+from ffcv.pipeline.compiler import Compiler
+from ffcv.pipeline.graph import Graph
+from ffcv.transforms import ToTensor
+
+from vicmae_data.fields.frames_decoder import WebPFrameCountDecoder, WebPFramesDecoder
+from vicmae_data.formats import BetonError, custom_fields
+from vicmae_data.order import BlockShuffleOrder, install_order
+
+PathSpec = str | os.PathLike | tuple[str | os.PathLike, float]
+
+# ffcv runs one pipeline thread per Loader; with several files two pipelines would launch
+# parallel regions at once, which numba's default "workqueue" layer does not allow.
+_PIPELINE_LOCK = threading.Lock()
+
+
+class Batch(NamedTuple):
+    """One batch: ``views`` uint8 (B, V, 3, H, W), ``labels`` int64 (B,), ``is_image`` bool (B,)."""
+
+    views: torch.Tensor
+    labels: torch.Tensor
+    is_image: torch.Tensor
+
+
+class _LockedEpochIterator(EpochIterator):
+    def run_pipeline(self, b_ix, batch_indices, batch_slot, cuda_event):
+        with _PIPELINE_LOCK:
+            return super().run_pipeline(b_ix, batch_indices, batch_slot, cuda_event)
+
+
+class _OSCacheManager(OSCacheManager):
+    """ffcv's memory-mapped reader without its type bug.
+
+    ffcv 1.0.2's ``OSCacheManager.state_type`` sets ``mutable = False`` on numba's shared
+    ``uint8[::1]`` and ``uint64[::1]`` type objects, which changes their hash under every
+    dispatcher already keyed by them (numba then fails with a ``KeyError``). This builds
+    separate read-only types instead.
+    """
+
+    @property
+    def state_type(self):
+        ro_u8 = nb.types.Array(nb.uint8, 1, "C", readonly=True)
+        ro_u64 = nb.types.Array(nb.uint64, 1, "C", readonly=True)
+        return nb.types.Tuple([ro_u8, ro_u64, ro_u64])
+
+    def compile_reader(self):
+        def read(address, mem_state):
+            size = mem_state[2][np.searchsorted(mem_state[1], address)]
+            return mem_state[0][address : address + size]
+
+        ro_u8 = nb.types.Array(nb.uint8, 1, "C", readonly=True)
+        return Compiler.compile(read, ro_u8(nb.uint64, self.state_type))
+
+
+class _FileLoader(Loader):
+    """ffcv's Loader with our order installed and pipelines serialised across loaders.
+
+    Built with ffcv's process cache; ``os_cache=True`` then swaps in :class:`_OSCacheManager`
+    and rebuilds the pipeline graph around its reader.
+    """
+
+    def __init__(self, *args, os_cache: bool = False, **kwargs) -> None:
+        super().__init__(*args, os_cache=False, **kwargs)
+        if os_cache:
+            self.memory_manager = _OSCacheManager(self.reader)
+            self.graph = Graph(
+                self.pipeline_specs,
+                self.reader.handlers,
+                self.field_name_to_f_ix,
+                self.reader.metadata,
+                self.memory_manager.compile_reader(),
+            )
+            self.generate_code()
+
+    def __iter__(self) -> EpochIterator:
+        Compiler.set_num_threads(self.num_workers)
+        order = self.next_traversal_order()
+        selected = order[: len(self) * self.batch_size]
+        self.next_epoch += 1
+        if self.code is None or self.recompile:
+            self.generate_code()
+        return _LockedEpochIterator(self, selected)
+
+
+def _parse_paths(paths: PathSpec | Sequence[PathSpec]) -> list[tuple[str, float]]:
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    out = []
+    for p in paths:
+        path, weight = (p[0], float(p[1])) if isinstance(p, tuple) else (p, 1.0)
+        if not os.path.isfile(path):
+            raise BetonError(f"{path}: no such file")
+        if weight <= 0:
+            raise ValueError(f"{path}: weight must be > 0, not {weight}")
+        out.append((os.fspath(path), weight))
+    if not out:
+        raise ValueError("make_loader needs at least one .beton path")
+    return out
+
+
+def split_batch(batch_size: int, weights: Sequence[float]) -> list[int]:
+    """Samples per file in a batch: ``round(B * w_i / sum(w))``, summing to ``B``, each >= 1."""
+    total = float(sum(weights))
+    sizes = [max(1, round(batch_size * w / total)) for w in weights]
+    sizes[0] += batch_size - sum(sizes)  # rounding slack goes to the epoch-defining file
+    if sizes[0] < 1:
+        raise ValueError(f"batch_size {batch_size} is too small for {len(weights)} files")
+    return sizes
+
+
+class VicmaeLoader:
+    """Iterate for one epoch of :class:`Batch`; ``len()`` is batches per epoch."""
+
+    def __init__(
+        self,
+        loaders: list[_FileLoader],
+        decoders: list[WebPFramesDecoder],
+        device: torch.device,
+        epoch: int = 0,
+    ) -> None:
+        self.loaders = loaders
+        self.decoders = decoders
+        self.device = device
+        self.epoch = epoch
+        self.batch_size = sum(ld.batch_size for ld in loaders)
+
+    def __len__(self) -> int:
+        return len(self.loaders[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next ``iter()`` runs (for resuming)."""
+        self.epoch = int(epoch)
+
+    @property
+    def decode_failures(self) -> int:
+        """Frames libwebp failed to decode so far (their views are black)."""
+        return sum(d.failures for d in self.decoders)
+
+    def _epoch_of(self, i: int, epoch: int, cycle: int) -> int:
+        # File 0 runs `epoch`; others cycle, each pass a distinct key derived from `epoch`.
+        return epoch if i == 0 else epoch * 65536 + cycle
+
+    def _start(self, i: int, epoch: int, cycle: int) -> EpochIterator:
+        key = self._epoch_of(i, epoch, cycle)
+        self.loaders[i].next_epoch = key
+        self.decoders[i].set_epoch(key)
+        return iter(self.loaders[i])
+
+    @staticmethod
+    def _as_batch(raw: tuple[torch.Tensor, ...]) -> Batch:
+        frames, labels, counts = raw  # (b, V, H, W, 3) u8, (b, 1) i64, (b, 1) i32
+        return Batch(frames.permute(0, 1, 4, 2, 3), labels[:, 0], counts[:, 0] == 1)
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch = self.epoch
+        self.epoch += 1
+        iters = [self._start(i, epoch, 0) for i in range(len(self.loaders))]
+        cycles = [0] * len(self.loaders)
+        non_blocking = self.device.type == "cuda"
+        try:
+            for raw in iters[0]:
+                parts = [self._as_batch(raw)]
+                for i in range(1, len(iters)):
+                    nxt = next(iters[i], None)
+                    if nxt is None:
+                        iters[i].close()
+                        cycles[i] += 1
+                        iters[i] = self._start(i, epoch, cycles[i])
+                        nxt = next(iters[i])
+                    parts.append(self._as_batch(nxt))
+                if len(parts) == 1:
+                    batch = parts[0]
+                else:
+                    batch = Batch(*(torch.cat(t) for t in zip(*parts, strict=True)))
+                if self.device.type != "cpu":
+                    batch = Batch(*(t.to(self.device, non_blocking=non_blocking) for t in batch))
+                yield batch
+        finally:
+            for it in iters:
+                it.close()
+
+
+def make_loader(
+    paths: PathSpec | Sequence[PathSpec],
+    batch_size: int,
+    *,
+    num_workers: int,
+    sampling: str = "distant",
+    delta: int = 8,
+    num_views: int = 2,
+    resolution: int = 224,
+    distributed: bool = False,
+    rank: int | None = None,
+    world_size: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    drop_last: bool = True,
+    train: bool = True,
+    video_scale: tuple[float, float] = (0.5, 1.0),
+    image_scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    os_cache: bool = False,
+    batches_ahead: int = 3,
+    epoch: int = 0,
+) -> VicmaeLoader:
+    """Build the loader over one .beton or a weighted mix of several.
+
+    ``distributed=True`` gives each rank a disjoint share (``rank``/``world_size`` default
+    to ``torch.distributed``'s); without it the whole file is one share. ``os_cache=False``
+    (default) reads pages on demand, so memory is bounded by batch size and read-ahead,
+    not by the file size; ``True`` memory-maps the file (good when it fits the page cache).
+    ``train=False``: centre frame(s), centre crop, no flip, for evaluation. Sampling is
+    ``"distant"``, ``"continuous"`` (frame separation up to ``delta``) or ``"center"``.
+
+    Example: ``make_loader(["k400.beton", ("in1k.beton", 0.3)], 256, num_workers=8)``.
+    """
+    specs = _parse_paths(paths)
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, not {num_workers}")
+    if distributed:
+        from vicmae_data.order import default_rank_world
+
+        auto_rank, auto_world = default_rank_world()
+        rank = auto_rank if rank is None else rank
+        world_size = auto_world if world_size is None else world_size
+    else:
+        rank, world_size = 0, 1
+    sizes = split_batch(batch_size, [w for _, w in specs])
+    loaders, decoders = [], []
+    for i, ((path, _), size) in enumerate(zip(specs, sizes, strict=True)):
+        file_seed = seed + 1_000_003 * i
+        decoder = WebPFramesDecoder(
+            num_views=num_views,
+            resolution=resolution,
+            sampling=sampling,
+            delta=delta,
+            seed=file_seed,
+            train=train,
+            video_scale=video_scale,
+            image_scale=image_scale,
+            ratio=ratio,
+        )
+        pipelines = {
+            "frames": [decoder, ToTensor()],
+            "label": [IntDecoder(), ToTensor()],
+            "meta": None,
+            "num_frames": PipelineSpec("frames", WebPFrameCountDecoder(), [ToTensor()]),
+        }
+        try:
+            loader = _FileLoader(
+                path,
+                batch_size=size,
+                num_workers=num_workers,
+                os_cache=os_cache,
+                order=OrderOption.SEQUENTIAL,
+                seed=file_seed,
+                pipelines=pipelines,
+                custom_fields=custom_fields(),
+                drop_last=drop_last,
+                batches_ahead=batches_ahead,
+            )
+        except (AssertionError, ValueError, IndexError) as exc:
+            raise BetonError(f"{path}: cannot load ({exc})") from None
+        order = BlockShuffleOrder(loader, rank=rank, world_size=world_size, seed=file_seed)
+        install_order(loader, order)
+        if len(loader) == 0:
+            raise ValueError(f"{path}: fewer samples per rank than the batch share {size}")
+        loaders.append(loader)
+        decoders.append(decoder)
+    return VicmaeLoader(loaders, decoders, torch.device(device), epoch=epoch)
+
+
+def sample_params(
+    decoder: WebPFramesDecoder,
+    sample_id: int,
+    num_frames: int,
+    height: int,
+    width: int,
+    epoch: int,
+) -> np.ndarray:
+    """The (frame, top, left, height, width, flip) rows the decoder draws for one sample."""
+    from vicmae_data.augment import draw_view_params
+
+    params = np.zeros((decoder.num_views, 6), dtype=np.int32)
+    draw_view_params(
+        decoder.seed,
+        epoch,
+        sample_id,
+        num_frames,
+        height,
+        width,
+        decoder.mode,
+        decoder.delta,
+        decoder.train,
+        decoder.settings,
+        params,
+        np.zeros(1, np.uint64),
+    )
+    return params
