@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from vicmae_cli.common import err_console, fail
 
+from vicmae_cli.common import err_console, fail
 from vicmae_data.formats import BetonError, BetonFile
 from vicmae_data.inspect import LIST_CLASSES_UP_TO, BetonInfo, describe_frames, info, verify
 from vicmae_data.merge import MergeWarning, merge

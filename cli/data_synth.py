@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
-from vicmae_cli.common import fail
 
+from vicmae_cli.common import fail
 from vicmae_data.synth import LAYOUTS, SPLITS, synth_dataset
 
 

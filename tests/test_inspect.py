@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
-from vicmae_cli.data import app
 
+from vicmae_cli.data import app
 from vicmae_data import read_sample
 from vicmae_data.fields.frames import FrameList
 from vicmae_data.formats import BetonError, BetonFile, Sample, write_beton

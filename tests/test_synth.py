@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
-from vicmae_cli.data import app
 
+from vicmae_cli.data import app
 from vicmae_data.synth import (
     FOLDER_FILES,
     KINETICS_CLASSES,
