@@ -104,14 +104,16 @@ def test_distant_views_come_from_both_halves(train_loader) -> None:
         assert frames[0] < max(1, T // 2) and (T == 1 or frames[1] >= T // 2)
 
 
-def test_eval_mode_center_frame_and_crop(tmp_path) -> None:
+def test_eval_mode_center_frame_and_crop(tmp_path, caplog) -> None:
     samples = make_samples(4)
     # A corrupt frame: counted, its view left black, no crash.
     samples.append(Sample(FrameList([b"RIFF not a webp"], *IMAGE_HW), 4, {}))
     path = tmp_path / "eval.beton"
     write_beton(path, samples)
     loader = make_loader(path, 5, num_workers=2, resolution=RES, train=False, num_views=1)
-    (batch,) = list(loader)
+    with caplog.at_level("WARNING", logger="vicmae_data.loader"):
+        (batch,) = list(loader)
+    assert "1 frame(s) failed to decode" in caplog.text
     for row, sample in enumerate(batch.labels.tolist()):
         view = batch.views[row, 0].numpy()
         if sample == 4:

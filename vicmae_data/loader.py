@@ -19,6 +19,7 @@ they stay valid while the next ``batches_ahead`` batches are prepared; copy what
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -39,6 +40,8 @@ from ffcv.transforms import ToTensor
 from vicmae_data.fields.frames_decoder import WebPFrameCountDecoder, WebPFramesDecoder
 from vicmae_data.formats import BetonError, custom_fields
 from vicmae_data.order import BlockShuffleOrder, install_order
+
+log = logging.getLogger(__name__)
 
 PathSpec = str | os.PathLike | tuple[str | os.PathLike, float]
 
@@ -187,6 +190,7 @@ class VicmaeLoader:
     def __iter__(self) -> Iterator[Batch]:
         epoch = self.epoch
         self.epoch += 1
+        failures_before = self.decode_failures
         iters = [self._start(i, epoch, 0) for i in range(len(self.loaders))]
         cycles = [0] * len(self.loaders)
         non_blocking = self.device.type == "cuda"
@@ -211,6 +215,15 @@ class VicmaeLoader:
         finally:
             for it in iters:
                 it.close()
+            failed = self.decode_failures - failures_before
+            if failed:
+                # A corrupt frame must not pass silently: its view is black in the batch.
+                log.warning(
+                    "epoch %d: %d frame(s) failed to decode and were left black; "
+                    "`vicmae-data verify FILE.beton` names the bad samples",
+                    epoch,
+                    failed,
+                )
 
 
 def make_loader(
