@@ -195,7 +195,7 @@ def library_choices(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=Path, help="class folders of videos to convert")
-    parser.add_argument("--clips", type=int, default=16, help="generated clips")
+    parser.add_argument("--clips", type=int, default=48, help="generated clips")
     parser.add_argument("--frames", type=int, default=60, help="frames per generated clip")
     parser.add_argument("--size", default="360x640", help="generated clip HxW")
     parser.add_argument("--short-side", type=int, default=256)
