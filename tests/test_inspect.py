@@ -196,6 +196,24 @@ def test_verify_names_the_damaged_sample(toy, tmp_path):
     assert "2 bad samples" in result.stdout
 
 
+def test_verify_catches_damage_that_still_decodes(toy, tmp_path):
+    # Flipped bytes in the middle of a frame's image data usually decode to a subtly
+    # wrong picture; only the CRC32 stored with each sample's frames gives them away.
+    path = toy[0]
+    bad = tmp_path / "silently-damaged.beton"
+    data = bytearray(path.read_bytes())
+    frames = BetonFile(path).frame_bytes(2)
+    _damage(data, path, index=2, frame=0, at=len(frames[0]) // 2)
+    bad.write_bytes(bytes(data))
+    assert BetonFile(path).checksum_ok(2) and not BetonFile(bad).checksum_ok(2)
+    damaged = BetonFile(bad).frame_bytes(2)[0]
+    assert damaged != frames[0]
+    assert decode_frame(damaged).shape == decode_frame(frames[0]).shape  # still decodes
+    report = verify(bad)
+    assert [b.index for b in report.bad] == [2]
+    assert "CRC32" in report.bad[0].reason
+
+
 def test_decode_frame_rejects_junk():
     with pytest.raises(ValueError, match="undecodable"):
         decode_frame(b"RIFF\x00\x00\x00\x00WEBPjunkjunk")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,18 +170,25 @@ class BetonFile:
 
     @property
     def frames_meta(self) -> np.ndarray:
-        """Structured array: ptr, size, num_frames, height, width per sample."""
+        """Structured array: ptr, size, num_frames, height, width, crc32 per sample."""
         return self._column("frames")
 
     @property
     def labels(self) -> np.ndarray:
         return self._column("label")
 
+    def blob(self, index: int) -> np.ndarray:
+        """Sample ``index``'s frame blob as stored (offset table, then the WebP frames)."""
+        row = self.frames_meta[index]
+        return self._data[int(row["ptr"]) : int(row["ptr"]) + int(row["size"])]
+
     def frame_bytes(self, index: int) -> list[bytes]:
         """The WebP bytes of every frame of sample ``index``."""
-        row = self.frames_meta[index]
-        blob = self._data[int(row["ptr"]) : int(row["ptr"]) + int(row["size"])]
-        return unpack_frames(blob, int(row["num_frames"]))
+        return unpack_frames(self.blob(index), int(self.frames_meta[index]["num_frames"]))
+
+    def checksum_ok(self, index: int) -> bool:
+        """Whether sample ``index``'s frame blob still has the CRC32 it was written with."""
+        return zlib.crc32(self.blob(index)) == int(self.frames_meta[index]["crc32"])
 
     def meta(self, index: int) -> dict[str, Any]:
         row = self._column("meta")[index]

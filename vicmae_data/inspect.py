@@ -262,6 +262,8 @@ def check_sample(beton: BetonFile, index: int) -> tuple[int, BadSample | None]:
                 problem = str(exc)
         if problem is not None:
             return bad(f"frame {k}: {problem}")
+    if not beton.checksum_ok(index):
+        return bad("CRC32 mismatch: the frame bytes changed after they were written")
     return len(frames), None
 
 

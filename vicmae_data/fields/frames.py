@@ -7,11 +7,15 @@ On disk, a sample's frames are one contiguous blob inside an FFCV page::
 
 and the per-sample metadata row (fixed size, in the .beton's metadata table) holds the
 blob's pointer and size, the frame count and the stored frame size, so a sampler can pick
-frame indices and a decoder can size its buffers without touching the blob.
+frame indices and a decoder can size its buffers without touching the blob, and the CRC32
+of the blob: WebP has no checksum of its own, and most damage inside a frame's image data
+still decodes, so without it `vicmae-data verify` could not tell a damaged frame from a
+good one.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -85,6 +89,7 @@ class WebPFramesField(Field):
                 ("num_frames", "<u4"),
                 ("height", "<u2"),
                 ("width", "<u2"),
+                ("crc32", "<u4"),
             ]
         )
 
@@ -104,6 +109,7 @@ class WebPFramesField(Field):
         destination["num_frames"] = len(field.frames)
         destination["height"] = field.height
         destination["width"] = field.width
+        destination["crc32"] = zlib.crc32(blob)
 
     def get_decoder_class(self) -> type[Operation]:
         from vicmae_data.fields.frames_decoder import WebPFramesDecoder
