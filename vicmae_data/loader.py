@@ -25,13 +25,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
 import torch
 from ffcv.fields.basics import IntDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.loader.epoch_iterator import EpochIterator
-from ffcv.memory_managers import OSCacheManager
 from ffcv.pipeline import PipelineSpec
 from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.graph import Graph
@@ -39,6 +37,7 @@ from ffcv.transforms import ToTensor
 
 from vicmae_data.fields.frames_decoder import WebPFrameCountDecoder, WebPFramesDecoder
 from vicmae_data.formats import BetonError, custom_fields
+from vicmae_data.memory import MEMORY_MODES, BoundedMmapManager, ReadOnlyMmapManager
 from vicmae_data.order import BlockShuffleOrder, install_order
 
 log = logging.getLogger(__name__)
@@ -64,41 +63,21 @@ class _LockedEpochIterator(EpochIterator):
             return super().run_pipeline(b_ix, batch_indices, batch_slot, cuda_event)
 
 
-class _OSCacheManager(OSCacheManager):
-    """ffcv's memory-mapped reader without its type bug.
-
-    ffcv 1.0.2's ``OSCacheManager.state_type`` sets ``mutable = False`` on numba's shared
-    ``uint8[::1]`` and ``uint64[::1]`` type objects, which changes their hash under every
-    dispatcher already keyed by them (numba then fails with a ``KeyError``). This builds
-    separate read-only types instead.
-    """
-
-    @property
-    def state_type(self):
-        ro_u8 = nb.types.Array(nb.uint8, 1, "C", readonly=True)
-        ro_u64 = nb.types.Array(nb.uint64, 1, "C", readonly=True)
-        return nb.types.Tuple([ro_u8, ro_u64, ro_u64])
-
-    def compile_reader(self):
-        def read(address, mem_state):
-            size = mem_state[2][np.searchsorted(mem_state[1], address)]
-            return mem_state[0][address : address + size]
-
-        ro_u8 = nb.types.Array(nb.uint8, 1, "C", readonly=True)
-        return Compiler.compile(read, ro_u8(nb.uint64, self.state_type))
-
-
 class _FileLoader(Loader):
     """ffcv's Loader with our order installed and pipelines serialised across loaders.
 
-    Built with ffcv's process cache; ``os_cache=True`` then swaps in :class:`_OSCacheManager`
-    and rebuilds the pipeline graph around its reader.
+    Built with ffcv's process cache; any other ``memory`` mode (see
+    :mod:`vicmae_data.memory`) then swaps in its manager and rebuilds the pipeline graph
+    around that manager's reader.
     """
 
-    def __init__(self, *args, os_cache: bool = False, **kwargs) -> None:
+    def __init__(self, *args, memory: str = "mmap-bounded", **kwargs) -> None:
         super().__init__(*args, os_cache=False, **kwargs)
-        if os_cache:
-            self.memory_manager = _OSCacheManager(self.reader)
+        if memory != "process_cache":
+            if memory == "os_cache":
+                self.memory_manager = ReadOnlyMmapManager(self.reader)
+            else:
+                self.memory_manager = BoundedMmapManager(self.reader)
             self.graph = Graph(
                 self.pipeline_specs,
                 self.reader.handlers,
@@ -245,6 +224,7 @@ def make_loader(
     video_scale: tuple[float, float] = (0.5, 1.0),
     image_scale: tuple[float, float] = (0.2, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    memory: str | None = None,
     os_cache: bool = False,
     batches_ahead: int = 3,
     epoch: int = 0,
@@ -252,15 +232,29 @@ def make_loader(
     """Build the loader over one .beton or a weighted mix of several.
 
     ``distributed=True`` gives each rank a disjoint share (``rank``/``world_size`` default
-    to ``torch.distributed``'s); without it the whole file is one share. ``os_cache=False``
-    (default) reads pages on demand, so memory is bounded by batch size and read-ahead,
-    not by the file size; ``True`` memory-maps the file (good when it fits the page cache).
+    to ``torch.distributed``'s); without it the whole file is one share.
+
+    ``memory`` chooses how samples are read (:mod:`vicmae_data.memory`):
+    ``"mmap-bounded"`` (default; use it unless measured otherwise) memory-maps the file and
+    reads only the bytes the decoder touches (frame table and sampled frames), dropping
+    this process's mapped pages before every batch, so resident memory is bounded by the
+    batch size, not the file size, while the page cache (shared by the node's ranks) keeps
+    what fits; ``"os_cache"`` is ffcv's plain memory map, as fast, but every touched page
+    stays in the process's RSS; ``"process_cache"`` is ffcv's reader of whole 8 MiB+ pages
+    per sample touched (only for storage where small random reads are very slow).
+    ``os_cache=True`` (kept for compatibility) means ``memory="os_cache"``.
     ``train=False``: centre frame(s), centre crop, no flip, for evaluation. Sampling is
     ``"distant"``, ``"continuous"`` (frame separation up to ``delta``) or ``"center"``.
 
     Example: ``make_loader(["k400.beton", ("in1k.beton", 0.3)], 256, num_workers=8)``.
     """
     specs = _parse_paths(paths)
+    if memory is None:
+        memory = "os_cache" if os_cache else "mmap-bounded"
+    elif os_cache and memory != "os_cache":
+        raise ValueError(f"os_cache=True contradicts memory={memory!r}")
+    if memory not in MEMORY_MODES:
+        raise ValueError(f"memory must be one of {MEMORY_MODES}, not {memory!r}")
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, not {num_workers}")
     if distributed:
@@ -297,7 +291,7 @@ def make_loader(
                 path,
                 batch_size=size,
                 num_workers=num_workers,
-                os_cache=os_cache,
+                memory=memory,
                 order=OrderOption.SEQUENTIAL,
                 seed=file_seed,
                 pipelines=pipelines,
