@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from vicmae_cli.data import app
 from vicmae_data import read_sample
 from vicmae_data.fields.frames import FrameList
-from vicmae_data.formats import BetonError, BetonFile, Sample, write_beton
+from vicmae_data.formats import MIN_PAGE_SIZE, BetonError, BetonFile, Sample, write_beton
 from vicmae_data.inspect import decode_frame, info, verify
 from vicmae_data.preview import pick_frames, sheet_layout, write_preview
 
@@ -127,7 +127,7 @@ def test_info_numbers(toy):
     assert s.class_names == dict(enumerate(CLASSES))
     assert s.class_counts == {0: 2, 1: 2, 2: 2}
     assert s.datasets == {"toy": 6} and s.partial == 1
-    assert s.file_bytes == path.stat().st_size and s.page_size == 8 << 20
+    assert s.file_bytes == path.stat().st_size and s.page_size == MIN_PAGE_SIZE
     assert not s.meta_sampled
 
 

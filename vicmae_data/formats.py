@@ -29,7 +29,10 @@ from ffcv.reader import Reader
 
 from vicmae_data.fields.frames import FrameList, WebPFramesField, packed_size, unpack_frames
 
-MIN_PAGE_SIZE = 8 << 20  # ffcv's default page, 8 MiB
+# ffcv's smallest page (its writer defaults to 8 MiB). Pages only need to hold the largest
+# sample; each writer process leaves one part-filled page, so small pages keep small files
+# small (8 MiB pages made a 5 MB demo file 16 MB).
+MIN_PAGE_SIZE = 2 << 20
 MAX_PAGE_SIZE = 1 << 31  # ffcv refuses >= 4 GiB; a 2 GiB sample is already absurd
 PAGE_SLACK = 64 << 10  # room for the JSON meta and the int label beside the frames
 
@@ -62,7 +65,7 @@ def custom_fields() -> dict[str, type]:
 
 
 def page_size_for(max_sample_bytes: int) -> int:
-    """Smallest power-of-two page (>= 8 MiB) that holds the largest sample."""
+    """Smallest power-of-two page (>= 2 MiB) that holds the largest sample."""
     need = max_sample_bytes + PAGE_SLACK
     if need > MAX_PAGE_SIZE:
         raise ValueError(f"a sample of {max_sample_bytes} bytes is larger than any ffcv page")
