@@ -69,7 +69,10 @@ class DataConfig:
     sampling: Literal["distant", "continuous"] = "distant"
     delta: int = 8  # continuous sampling: second frame within (i, i + delta]
     num_workers: int = 2
-    os_cache: bool = False
+    # How the loader reads the file (vicmae_data/memory.py): "mmap-bounded" reads only the
+    # touched bytes and keeps resident memory at about a batch, for files of any size;
+    # "os_cache" keeps every touched page mapped; "process_cache" is ffcv's page reader.
+    memory: Literal["mmap-bounded", "os_cache", "process_cache"] = "mmap-bounded"
     image_augment: bool = True  # strong colour aug on image rows (video rows get crop+flip)
 
 
