@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml $(SYSDEPS_STAMP)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-test: install
+# Lint first (seconds): CI runs `make test`, so style and import errors stop a landing too.
+test: install lint
 	@bash scripts/run-tests.sh
 
 test-fast: install
