@@ -6,6 +6,7 @@ import json
 import warnings
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -13,10 +14,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from vicmae_cli.common import err_console, fail
-from vicmae_data.formats import BetonError, BetonFile
-from vicmae_data.inspect import LIST_CLASSES_UP_TO, BetonInfo, describe_frames, info, verify
-from vicmae_data.merge import MergeWarning, merge
-from vicmae_data.preview import write_preview
+
+if TYPE_CHECKING:
+    from vicmae_data.formats import BetonFile
+    from vicmae_data.inspect import BetonInfo
+
+# The library modules below import ffcv, which imports torch (seconds): each command
+# imports what it needs when it runs, so `vicmae-data --help` and `synth` stay instant.
 
 console = Console()
 
@@ -36,6 +40,8 @@ def _size(n: float) -> str:
 
 
 def _open_or_fail(path: Path) -> BetonFile:
+    from vicmae_data.formats import BetonError, BetonFile
+
     try:
         return BetonFile(path)
     except BetonError as exc:
@@ -43,6 +49,8 @@ def _open_or_fail(path: Path) -> BetonFile:
 
 
 def _info_table(s: BetonInfo) -> Table:
+    from vicmae_data.inspect import LIST_CLASSES_UP_TO, describe_frames
+
     table = Table(title=s.path, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -80,6 +88,9 @@ def info_cmd(
 
     Example: vicmae-data info k400.beton --json
     """
+    from vicmae_data.formats import BetonError
+    from vicmae_data.inspect import info
+
     _open_or_fail(path)
     try:
         summary = info(path)
@@ -99,6 +110,9 @@ def verify_cmd(
 
     Example: vicmae-data verify k400.beton --workers 8
     """
+    from vicmae_data.formats import BetonError
+    from vicmae_data.inspect import verify
+
     total = len(_open_or_fail(path))
     columns = (
         TextColumn("verify"),
@@ -139,6 +153,9 @@ def preview_cmd(
 
     Example: vicmae-data preview k400.beton --index 12 --out grid.png
     """
+    from vicmae_data.formats import BetonError
+    from vicmae_data.preview import write_preview
+
     _open_or_fail(path)
     try:
         written = write_preview(
@@ -164,6 +181,9 @@ def merge_cmd(
 
     Example: vicmae-data merge k400.0.beton k400.1.beton --out k400.beton
     """
+    from vicmae_data.formats import BetonError
+    from vicmae_data.merge import MergeWarning, merge
+
     for p in inputs:
         _open_or_fail(p)
     with warnings.catch_warnings(record=True) as caught:
