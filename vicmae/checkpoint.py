@@ -64,6 +64,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+
+
+def unwrapped_name(key: str) -> str:
+    """A parameter or state-dict key without DDP's and torch.compile's prefixes."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix) :], True
+    return key
+
+
 def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The model weights inside a checkpoint, whichever of the usual keys holds them."""
     for key in ("model", "state_dict", "model_state"):

@@ -24,22 +24,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vicmae.checkpoint import unwrapped_name
 from vicmae.vit import VIT_ARCHS, vit_encoder_dims
 
 log = logging.getLogger(__name__)
 
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 _REQUIRED = ("cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight")
-
-
-def _strip_wrappers(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix) :], True
-    return key
 
 
 def _load_source(source: Any) -> tuple[dict[str, Tensor], str | None]:
@@ -82,7 +72,7 @@ def encoder_state_dict(source: Any) -> dict[str, Tensor]:
     state, _ = _load_source(source)
     out: dict[str, Tensor] = {}
     for key, value in state.items():
-        key = _strip_wrappers(key)
+        key = unwrapped_name(key)
         if key.startswith("encoder."):
             out[key[len("encoder.") :]] = value.detach().cpu().contiguous()
     missing = [k for k in _REQUIRED if k not in out]

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from vicmae.checkpoint import unwrapped_name
+
 # Substrings of names that never get weight decay (embeddings), besides every 1-D tensor
 # (biases, LayerNorm and BatchNorm weights). pos_embed is a fixed buffer here, listed for
 # models that learn it.
 NO_DECAY_NAMES = ("cls_token", "mask_token", "pos_embed", "decoder_pos_embed")
-
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
-
-
-def _strip(name: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if name.startswith(prefix):
-                name, changed = name[len(prefix) :], True
-    return name
 
 
 def layer_id(name: str, num_layers: int) -> int:
@@ -30,7 +20,7 @@ def layer_id(name: str, num_layers: int) -> int:
     ``num_layers = depth + 1``. A leading ``encoder.`` (and DDP/compile prefixes) is ignored.
     Example: ``layer_id("encoder.blocks.3.attn.qkv.weight", 13) == 4``.
     """
-    name = _strip(name)
+    name = unwrapped_name(name)
     if name.startswith("encoder."):
         name = name[len("encoder.") :]
     if name in ("cls_token", "pos_embed", "mask_token") or name.startswith("patch_embed"):
@@ -68,7 +58,7 @@ def param_groups(
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        short = _strip(name)
+        short = unwrapped_name(name)
         no_decay = param.ndim <= 1 or any(k in short.split(".")[-1] for k in NO_DECAY_NAMES)
         layer = layer_id(short, num_layers) if layer_decay is not None else 0
         key = ("no_decay" if no_decay else "decay", layer)
