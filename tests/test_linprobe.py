@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from vicmae.checkpoint import save_checkpoint
 from vicmae.config import load_config, to_dict
-from vicmae.finetune import FinetuneConfig, finetune
+from vicmae.finetune import FinetuneConfig, finetune, randaugment
 from vicmae.linprobe import LinprobeConfig, accuracy, linprobe
 from vicmae.model import ViCMAE
 from vicmae_cli.train import app
@@ -70,6 +70,17 @@ def test_linprobe_cli_random_init(data, tmp_path):
     assert "random init" in res.output and "top-1" in res.output
     saved = json.loads(out.read_text())
     assert saved["random_init"] is True and 0.0 <= saved["top1"] <= 100.0
+
+
+def test_randaugment_draws_per_sample_and_can_be_off():
+    torch.manual_seed(0)
+    # Identical structured images: per-sample draws make the outputs differ from each other.
+    img = torch.arange(3 * 32 * 32, dtype=torch.int64).reshape(3, 32, 32) % 251
+    batch = img.to(torch.uint8).expand(8, 3, 32, 32).contiguous()
+    out = randaugment(FinetuneConfig())(batch)
+    assert out.shape == batch.shape and out.dtype == torch.uint8
+    assert len({o.numpy().tobytes() for o in out}) > 1
+    assert randaugment(FinetuneConfig(randaug_ops=0)) is None
 
 
 def test_finetune_runs_and_reports(data, tmp_path):
