@@ -60,11 +60,18 @@ def _setup_logging() -> None:
 
 
 def _check_betons(betons: list[str]) -> None:
+    """Fail in one line, before any set-up, on a missing or unreadable .beton."""
+    from vicmae_data.formats import BetonError, BetonFile
+
     for item in betons:
         path, _, frac = item.rpartition(":")
         candidate = path if path and _is_number(frac) else item
         if not Path(candidate).is_file():
             fail(f"{candidate}: no such .beton file")
+        try:
+            BetonFile(candidate)
+        except BetonError as exc:
+            fail(str(exc))
 
 
 def _is_number(s: str) -> bool:

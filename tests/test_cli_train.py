@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
+from tiny_data import make_tiny_beton
 from typer.testing import CliRunner
 
 import vicmae
@@ -46,11 +47,15 @@ def test_missing_beton_is_a_one_line_error(tmp_path):
     _one_line_error(res, "no .beton given")
     res = runner.invoke(app, ["train", "linprobe", "--beton", "a.beton", "--val-beton", "b.beton"])
     _one_line_error(res, "a.beton: no such .beton file")
+    junk = tmp_path / "junk.beton"
+    junk.write_bytes(b"not a beton file")
+    res = runner.invoke(app, ["train", "pretrain", "--beton", str(junk), "--out", str(tmp_path)])
+    _one_line_error(res, "junk.beton: not a readable .beton file")
+    assert not (tmp_path / "config.yaml").exists()  # failed before any set-up
 
 
 def test_bad_override_is_a_one_line_error(tmp_path):
-    beton = tmp_path / "a.beton"
-    beton.write_bytes(b"")  # exists; the config is checked before the file is opened
+    beton = make_tiny_beton(tmp_path / "a.beton", n=2)
     res = runner.invoke(app, ["train", "pretrain", "--beton", str(beton), "optim.lr=1"])
     _one_line_error(res, "unknown key 'optim.lr'")
     res = runner.invoke(app, ["train", "pretrain", "--beton", str(beton), "optim.epochs=x"])

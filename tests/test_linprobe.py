@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_trainer import make_tiny_beton  # the tiny two-class .beton the trainer tests use
+from tiny_data import make_tiny_beton  # the tiny two-class .beton the trainer tests use
 from typer.testing import CliRunner
 
 from vicmae.checkpoint import save_checkpoint

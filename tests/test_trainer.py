@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -13,15 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from tiny_data import make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae.checkpoint import load_checkpoint
 from vicmae.config import load_config
 from vicmae.trainer import NonFiniteLossError, pretrain
 from vicmae_cli.train import app
-from vicmae_data.fields.frames import FrameList
-from vicmae_data.formats import Sample, write_beton
 
 TINY = [
     "model.arch=vit_pico_patch8",
@@ -39,34 +36,6 @@ TINY = [
     "run.progress=false",
     "run.log_every_steps=1",
 ]
-
-
-def _webp(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="WEBP", quality=80)
-    return buf.getvalue()
-
-
-def make_tiny_beton(path: Path, n: int = 32, frames: int = 4, size: int = 40) -> Path:
-    """``n`` 4-frame clips of two classes (background colour), a square moving down."""
-    rng = np.random.default_rng(0)
-    samples = []
-    for i in range(n):
-        c = i % 2
-        clip = []
-        for t in range(frames):
-            a = np.zeros((size, size, 3), np.uint8)
-            a[..., c] = 160
-            y = (4 * t + 3 * i) % (size - 10)
-            a[y : y + 10, 5:15] = 255
-            a = (a + rng.integers(0, 30, a.shape)).clip(0, 255).astype(np.uint8)
-            clip.append(_webp(a))
-        meta = {
-            "source": f"clip{i}", "class_name": f"class{c}", "dataset": "test", "fps": 10.0,
-            "num_frames": frames, "height": size, "width": size, "partial": False,
-        }  # fmt: skip
-        samples.append(Sample(FrameList(clip, size, size), c, meta))
-    return write_beton(path, samples)
 
 
 @pytest.fixture(scope="module")
