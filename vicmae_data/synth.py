@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vicmae_data.layouts import DATASETS
 from vicmae_data.synth_media import (
     ClipSpec,
     render_clip,
@@ -40,14 +41,8 @@ __all__ = [
     "write_video",
 ]
 
-LAYOUTS: tuple[str, ...] = (
-    "kinetics400",
-    "kinetics600",
-    "kinetics700",
-    "mit",
-    "imagenet",
-    "folder",
-)
+# synth writes exactly the layouts the converters read.
+LAYOUTS: tuple[str, ...] = DATASETS
 SPLITS: tuple[str, ...] = ("train", "val")
 
 # A few real class names of each release; the releases differ in class count and names only.
