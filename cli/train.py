@@ -74,6 +74,20 @@ def _check_betons(betons: list[str]) -> None:
             fail(str(exc))
 
 
+def _eval_overrides(
+    beton: str, val_beton: str, checkpoint: Path | None, out: Path | None
+) -> list[str]:
+    """The linprobe/finetune options as config overrides (after checking the checkpoint)."""
+    if checkpoint is not None and not checkpoint.is_file():
+        fail(f"{checkpoint}: no such checkpoint")
+    extra = [f"train_beton={json.dumps(beton)}", f"val_beton={json.dumps(val_beton)}"]
+    if checkpoint is not None:
+        extra.append(f"checkpoint={json.dumps(str(checkpoint))}")
+    if out is not None:
+        extra.append(f"out={json.dumps(str(out))}")
+    return extra
+
+
 def _is_number(s: str) -> bool:
     try:
         float(s)
@@ -163,14 +177,8 @@ def linprobe_cmd(
     _check_betons([beton, val_beton])
     if checkpoint is None and not random_init:
         fail("pass --checkpoint CKPT (or --random-init with model.arch=...)")
-    if checkpoint is not None and not checkpoint.is_file():
-        fail(f"{checkpoint}: no such checkpoint")
-    overrides += [f"train_beton={json.dumps(beton)}", f"val_beton={json.dumps(val_beton)}"]
-    if checkpoint is not None:
-        overrides.append(f"checkpoint={json.dumps(str(checkpoint))}")
+    overrides += _eval_overrides(beton, val_beton, checkpoint, out)
     overrides.append(f"random_init={str(random_init).lower()}")
-    if out is not None:
-        overrides.append(f"out={json.dumps(str(out))}")
     cfg = _load(LinprobeConfig, config, overrides)
     _setup_logging()
     try:
@@ -202,13 +210,7 @@ def finetune_cmd(
 
     overrides = list(overrides or [])
     _check_betons([beton, val_beton])
-    if checkpoint is not None and not checkpoint.is_file():
-        fail(f"{checkpoint}: no such checkpoint")
-    overrides += [f"train_beton={json.dumps(beton)}", f"val_beton={json.dumps(val_beton)}"]
-    if checkpoint is not None:
-        overrides.append(f"checkpoint={json.dumps(str(checkpoint))}")
-    if out is not None:
-        overrides.append(f"out={json.dumps(str(out))}")
+    overrides += _eval_overrides(beton, val_beton, checkpoint, out)
     cfg = _load(FinetuneConfig, config, overrides)
     _setup_logging()
     try:
