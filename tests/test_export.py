@@ -6,11 +6,11 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import timm
 import torch
 
+from vicmae.checkpoint import rng_state
 from vicmae.export import export_timm
 from vicmae.model import ModelConfig, ViCMAE
 
@@ -37,12 +37,12 @@ def trained_model() -> ViCMAE:
 
 
 def _checkpoint(model: ViCMAE, path: Path) -> Path:
-    """A checkpoint as the trainer writes it (with non-tensor state that needs full unpickling)."""
+    """A checkpoint as the trainer writes it (RNG states as tensors and numbers)."""
     torch.save(
         {
             "model": model.state_dict(),
             "config": {"model": dataclasses.asdict(model.cfg)},
-            "rng": {"numpy": np.random.get_state()},
+            "rng": rng_state(),
             "step": 3,
         },
         path,

@@ -1,68 +1,185 @@
-"""Atomic checkpoints and the RNG states that make a resumed run repeat an uninterrupted one.
+"""Checkpoints: written atomically, read without ever running code from the file.
 
-A checkpoint is one ``torch.save`` dict: ``model``, ``optimizer``, ``scaler``, ``step``,
-``epoch``, ``batch_in_epoch``, ``rng`` (torch, cuda, numpy, python), ``loader_epoch``,
-``config`` (plain dict) and anything else the caller adds. It is written to ``NAME.tmp``,
-flushed to disk, then renamed over ``NAME``: a crash leaves the previous checkpoint intact.
+A checkpoint is one ``torch.save`` dict of tensors, numbers, strings, lists and dicts only:
+``model``, ``optimizer``, ``scaler``, the loop position, ``rng`` (as tensors and numbers,
+see :func:`rng_state`) and ``config`` (a plain dict). :func:`load_checkpoint` reads it with
+``torch.load(weights_only=True)``, whose unpickler builds only those types: a file whose
+pickle would call anything (``os.system``, a class constructor, a numpy reconstructor) is
+refused with a one-line :class:`CheckpointError`, never executed. Checkpoints are shared
+and downloaded; there is deliberately no "trusted" fallback to full unpickling.
+
+Writes go to ``NAME.tmp``, are flushed and fsynced, then renamed over ``NAME``: a crash or
+a full disk leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 import random
+import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+__all__ = [
+    "CheckpointError",
+    "load_checkpoint",
+    "model_state",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "unwrapped_name",
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read (unsafe, damaged) or written (disk full, read-only)."""
+
+
+# ----------------------------------------------------------------------------- RNG states
+
 
 def rng_state() -> dict[str, Any]:
-    """Every RNG the training loop draws from (torch CPU and CUDA, numpy, python)."""
+    """Every RNG the training loop draws from, as tensors and plain numbers.
+
+    numpy's and Python's states are tuples holding arrays and long int lists; they are
+    stored as int64 tensors plus numbers so that the safe loader accepts them.
+    """
+    _, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    version, mt, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),  # (624,) uint32 values
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": int(version), "state": torch.tensor(mt), "gauss": gauss_next},
     }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` captured."""
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    npst = state["numpy"]
+    keys = npst["keys"].cpu().numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, npst["pos"], npst["has_gauss"], npst["gauss"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+
+
+# ----------------------------------------------------------------------------- save / load
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename).
+
+    Raises :class:`CheckpointError` naming the cause (disk full, read-only folder, ...)
+    when the file cannot be written; the temporary file is removed and an earlier
+    checkpoint under ``path`` is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    # The rename itself must reach the disk too, or a power cut can lose it.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A Python file object (not a path) so that torch surfaces the OSError (ENOSPC...)
+        # instead of its own "unexpected pos" message.
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        # The rename itself must reach the disk too, or a power cut can lose it.
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: cannot save checkpoint ({_os_cause(exc)})") from None
     return path
 
 
+def _os_cause(exc: BaseException) -> str:
+    """The OSError behind ``exc`` (torch wraps it), in words: "disk full", "read-only"..."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            if seen.errno == errno.ENOSPC:
+                return "disk full"
+            if seen.errno == errno.EROFS:
+                return "read-only file system"
+            if seen.errno == errno.EDQUOT:
+                return "disk quota exceeded"
+            return os.strerror(seen.errno)
+        seen = seen.__context__ or seen.__cause__
+    return _first_line(exc)
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` (or a plain state dict)."""
+    """Read a checkpoint (or a plain state dict) with ``torch.load(weights_only=True)``.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` (one line)
+    for an empty, truncated or damaged file, or one whose pickle needs more than tensors,
+    numbers and strings (it would have to run code to load: refused, never run).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    # RNG states hold numpy arrays and python tuples, which weights_only loading refuses.
-    return torch.load(path, map_location=map_location, weights_only=False)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
+    try:
+        with warnings.catch_warnings():
+            # A foreign pickle protocol only means the file was not written by torch.save.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: {_unsafe_reason(str(exc))}") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: not a torch checkpoint, or truncated/damaged ({_first_line(exc)})"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{path}: holds a {type(state).__name__}; expected a state dict or checkpoint dict"
+        )
+    return state
 
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    # torch's messages run on for sentences; the first says what failed.
+    return text.splitlines()[0].split(". ")[0][:200] if text else type(exc).__name__
+
+
+def _unsafe_reason(message: str) -> str:
+    """torch's multi-paragraph weights_only error, as one clause naming what was refused."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return (
+            f"refused: loading it would call {found.group(1)}; a checkpoint may hold only "
+            "tensors, numbers and strings (nothing in it may run code)"
+        )
+    detail = re.search(r"(Unsupported [^\n.]+)", message)
+    return (
+        "not a torch checkpoint the safe loader accepts"
+        + (f" ({detail.group(1).strip()})" if detail else "")
+        + "; refused, nothing in it was run"
+    )
+
+
+# ----------------------------------------------------------------------------- state dicts
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vicmae.checkpoint import unwrapped_name
+from vicmae.checkpoint import load_checkpoint, unwrapped_name
 from vicmae.vit import VIT_ARCHS, vit_encoder_dims
 
 log = logging.getLogger(__name__)
@@ -40,21 +39,8 @@ def _load_source(source: Any) -> tuple[dict[str, Tensor], str | None]:
         cfg = getattr(module, "cfg", None)
         return module.state_dict(), getattr(cfg, "arch", None)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        try:
-            source = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # Our training checkpoints also hold RNG states and the loader position, which
-            # the safe loader rejects; they are the user's own files.
-            log.info("%s is not weights-only; loading it with full unpickling", path)
-            try:
-                source = torch.load(path, map_location="cpu", weights_only=False)
-            except Exception as exc:
-                raise ValueError(f"{path}: not a torch checkpoint ({exc})") from exc
-        except RuntimeError as exc:  # e.g. a truncated or non-zip file
-            raise ValueError(f"{path}: not a torch checkpoint ({exc})") from exc
+        # The one safe loader (weights_only): a file that would run code is refused.
+        source = load_checkpoint(source)
     if not isinstance(source, dict):
         raise ValueError(f"cannot export from a {type(source).__name__}: expected a state dict")
     arch = None
