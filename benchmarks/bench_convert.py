@@ -35,9 +35,9 @@ import av
 import numpy as np
 from PIL import Image
 
-from vicmae_data.convert import convert
-from vicmae_data.synth_media import render_clip, write_video
-from vicmae_data.transcode import (
+from vicmae_data.synth.media import render_clip, write_video
+from vicmae_data.write.convert import convert
+from vicmae_data.write.transcode import (
     DEFAULT_METHOD,
     DEFAULT_QUALITY,
     TranscodeSettings,

@@ -34,11 +34,12 @@ from numba import njit, prange, set_num_threads
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from vicmae_data import libwebp
-from vicmae_data.fields.frames import FrameList
-from vicmae_data.formats import BetonFile, Sample, write_beton
-from vicmae_data.loader import make_loader
-from vicmae_data.samplers import distant, rng_init
+from vicmae_data.format import libwebp
+from vicmae_data.format.beton import BetonFile, Sample
+from vicmae_data.format.frames import FrameList
+from vicmae_data.load.loader import make_loader
+from vicmae_data.load.samplers import distant, rng_init
+from vicmae_data.write.beton_writer import write_beton
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -59,7 +60,7 @@ def cpu_model() -> str:
 def make_videos(out: Path, count: int, seconds: float, fps: int) -> list[Path]:
     """``count`` h264 clips of 340x256, drawn by the synth module (or a fallback pattern)."""
     try:
-        from vicmae_data.synth_media import render_clip
+        from vicmae_data.synth.media import render_clip
     except ImportError:
         render_clip = None
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +87,7 @@ def make_videos(out: Path, count: int, seconds: float, fps: int) -> list[Path]:
 
 
 def _transcode(path: Path):
-    from vicmae_data.transcode import TranscodeSettings, transcode
+    from vicmae_data.write.transcode import TranscodeSettings, transcode
 
     return transcode(path, TranscodeSettings(short_side=256))
 

@@ -19,7 +19,7 @@ from rich.progress import (
 from rich.table import Table
 
 from vicmae_cli.common import fail
-from vicmae_data.transcode import DEFAULT_METHOD
+from vicmae_data.write.transcode import DEFAULT_METHOD
 
 console = Console(stderr=True)
 
@@ -72,8 +72,8 @@ def convert_command(
             --out k400-${SLURM_ARRAY_TASK_ID}.beton
         vicmae-data merge k400-*.beton --out k400.beton
     """
-    from vicmae_data.convert import ConvertError, convert, parse_shard
-    from vicmae_data.layouts import LayoutError
+    from vicmae_data.sources.layouts import LayoutError
+    from vicmae_data.write.convert import ConvertError, convert, parse_shard
 
     try:
         fps_cap = None if fps.strip().lower() == "native" else float(fps)

@@ -16,8 +16,8 @@ from rich.table import Table
 from vicmae_cli.common import err_console, fail
 
 if TYPE_CHECKING:
-    from vicmae_data.formats import BetonFile
-    from vicmae_data.inspect import BetonInfo
+    from vicmae_data.format.beton import BetonFile
+    from vicmae_data.inspect.info import BetonInfo
 
 # The library modules below import ffcv, which imports torch (seconds): each command
 # imports what it needs when it runs, so `vicmae-data --help` and `synth` stay instant.
@@ -40,7 +40,7 @@ def _size(n: float) -> str:
 
 
 def _open_or_fail(path: Path) -> BetonFile:
-    from vicmae_data.formats import BetonError, BetonFile
+    from vicmae_data.format.beton import BetonError, BetonFile
 
     try:
         return BetonFile(path)
@@ -49,7 +49,7 @@ def _open_or_fail(path: Path) -> BetonFile:
 
 
 def _info_table(s: BetonInfo) -> Table:
-    from vicmae_data.inspect import LIST_CLASSES_UP_TO, describe_frames
+    from vicmae_data.inspect.info import LIST_CLASSES_UP_TO, describe_frames
 
     table = Table(title=s.path, show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -88,8 +88,8 @@ def info_cmd(
 
     Example: vicmae-data info k400.beton --json
     """
-    from vicmae_data.formats import BetonError
-    from vicmae_data.inspect import info
+    from vicmae_data.format.beton import BetonError
+    from vicmae_data.inspect.info import info
 
     _open_or_fail(path)
     try:
@@ -110,8 +110,8 @@ def verify_cmd(
 
     Example: vicmae-data verify k400.beton --workers 8
     """
-    from vicmae_data.formats import BetonError
-    from vicmae_data.inspect import verify
+    from vicmae_data.format.beton import BetonError
+    from vicmae_data.inspect.verify import verify
 
     total = len(_open_or_fail(path))
     columns = (
@@ -153,8 +153,8 @@ def preview_cmd(
 
     Example: vicmae-data preview k400.beton --index 12 --out grid.png
     """
-    from vicmae_data.formats import BetonError
-    from vicmae_data.preview import write_preview
+    from vicmae_data.format.beton import BetonError
+    from vicmae_data.inspect.preview import write_preview
 
     _open_or_fail(path)
     try:
@@ -181,8 +181,8 @@ def merge_cmd(
 
     Example: vicmae-data merge k400.0.beton k400.1.beton --out k400.beton
     """
-    from vicmae_data.formats import BetonError
-    from vicmae_data.merge import MergeWarning, merge
+    from vicmae_data.format.beton import BetonError
+    from vicmae_data.write.merge import MergeWarning, merge
 
     for p in inputs:
         _open_or_fail(p)

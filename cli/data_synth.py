@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vicmae_cli.common import fail
-from vicmae_data.synth import LAYOUTS, SPLITS, synth_dataset
+from vicmae_data.synth.dataset import LAYOUTS, SPLITS, synth_dataset
 
 
 def synth(

@@ -61,7 +61,7 @@ def _setup_logging() -> None:
 
 def _check_betons(betons: list[str]) -> None:
     """Fail in one line, before any set-up, on a missing or unreadable .beton."""
-    from vicmae_data.formats import BetonError, BetonFile
+    from vicmae_data.format.beton import BetonError, BetonFile
 
     for item in betons:
         path, _, frac = item.rpartition(":")

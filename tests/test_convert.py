@@ -19,12 +19,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app
-from vicmae_data.convert import ConvertError, convert, in_shard, parse_shard
-from vicmae_data.formats import BetonFile
-from vicmae_data.layouts import list_items
-from vicmae_data.synth import synth_dataset
-from vicmae_data.synth_media import render_clip, write_video
-from vicmae_data.transcode import rgb_frame, target_size
+from vicmae_data.format.beton import BetonFile
+from vicmae_data.sources.layouts import list_items
+from vicmae_data.synth.dataset import synth_dataset
+from vicmae_data.synth.media import render_clip, write_video
+from vicmae_data.write.convert import ConvertError, convert, in_shard, parse_shard
+from vicmae_data.write.transcode import rgb_frame, target_size
 
 SHORT = 32
 runner = CliRunner()

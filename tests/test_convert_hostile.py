@@ -11,9 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app
-from vicmae_data.convert import convert
-from vicmae_data.formats import MIN_PAGE_SIZE, BetonFile
-from vicmae_data.synth_media import render_clip, write_audio_only, write_video
+from vicmae_data.format.beton import BetonFile
+from vicmae_data.format.pages import MIN_PAGE_SIZE
+from vicmae_data.synth.media import render_clip, write_audio_only, write_video
+from vicmae_data.write.convert import convert
 
 runner = CliRunner()
 MAX_FRAMES = 40

@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vicmae_data import libwebp
-from vicmae_data.fields.frames import FrameList
-from vicmae_data.formats import Sample, write_beton
-from vicmae_data.loader import make_loader, sample_params
+from vicmae_data.format import libwebp
+from vicmae_data.format.beton import Sample
+from vicmae_data.format.frames import FrameList
+from vicmae_data.load.loader import make_loader, sample_params
+from vicmae_data.write.beton_writer import write_beton
 
 RES = 24
 VIDEO_HW = (40, 56)
@@ -111,7 +112,7 @@ def test_eval_mode_center_frame_and_crop(tmp_path, caplog) -> None:
     path = tmp_path / "eval.beton"
     write_beton(path, samples)
     loader = make_loader(path, 5, num_workers=2, resolution=RES, train=False, num_views=1)
-    with caplog.at_level("WARNING", logger="vicmae_data.loader"):
+    with caplog.at_level("WARNING", logger="vicmae_data.load.loader"):
         (batch,) = list(loader)
     assert "1 frame(s) failed to decode" in caplog.text
     for row, sample in enumerate(batch.labels.tolist()):

@@ -16,10 +16,14 @@ from typer.testing import CliRunner
 
 from vicmae_cli.data import app
 from vicmae_data import read_sample
-from vicmae_data.fields.frames import FrameList
-from vicmae_data.formats import MIN_PAGE_SIZE, BetonError, BetonFile, Sample, write_beton
-from vicmae_data.inspect import decode_frame, info, verify
-from vicmae_data.preview import pick_frames, sheet_layout, write_preview
+from vicmae_data.format.beton import BetonError, BetonFile, Sample
+from vicmae_data.format.frames import FrameList
+from vicmae_data.format.pages import MIN_PAGE_SIZE
+from vicmae_data.inspect.info import info
+from vicmae_data.inspect.preview import pick_frames, sheet_layout, write_preview
+from vicmae_data.inspect.read import decode_frame
+from vicmae_data.inspect.verify import verify
+from vicmae_data.write.beton_writer import write_beton
 
 runner = CliRunner()
 
@@ -94,6 +98,18 @@ def test_read_sample_round_trip_is_exact(toy):
         np.testing.assert_array_equal(frames, expected)
         assert label == samples[i].label
         assert meta == samples[i].meta
+
+
+def test_read_sample_by_source_name(toy):
+    path, arrays, samples = toy
+    for i in (0, len(arrays) - 1):
+        frames, label, meta = read_sample(path, source=samples[i].meta["source"])
+        np.testing.assert_array_equal(frames, arrays[i])
+        assert label == samples[i].label and meta == samples[i].meta
+    with pytest.raises(KeyError, match="no sample with source"):
+        read_sample(path, source="clips/nowhere.mp4")
+    with pytest.raises(ValueError, match="exactly one"):
+        read_sample(path, 0, source=samples[0].meta["source"])
 
 
 def test_read_sample_bad_index_and_bad_file(toy, tmp_path):

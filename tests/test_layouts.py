@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vicmae_data.layouts import DATASETS, LayoutError, list_items
-from vicmae_data.synth import LAYOUTS, SynthSummary, synth_dataset
+from vicmae_data.sources.layouts import DATASETS, LayoutError, list_items
+from vicmae_data.synth.dataset import LAYOUTS, SynthSummary, synth_dataset
 
 VIDEOS = 8  # per split: every class of every layout at least once
 

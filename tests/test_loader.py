@@ -10,11 +10,13 @@ import torch
 from PIL import Image
 
 from vicmae_data import make_loader
-from vicmae_data.augment import IMAGENET_MEAN, IMAGENET_STD, to_model_input
-from vicmae_data.fields.frames import FrameList
-from vicmae_data.formats import BetonError, Sample, write_beton
-from vicmae_data.loader import Batch, split_batch
-from vicmae_data.order import block_shuffle_order
+from vicmae_data.format.beton import BetonError, Sample
+from vicmae_data.format.frames import FrameList
+from vicmae_data.load.augment import IMAGENET_MEAN, IMAGENET_STD, to_model_input
+from vicmae_data.load.batch import Batch
+from vicmae_data.load.loader import split_batch
+from vicmae_data.load.order import block_shuffle_order
+from vicmae_data.write.beton_writer import write_beton
 
 RES = 16
 
@@ -83,7 +85,7 @@ def test_same_seed_same_batches_run_after_run(files, ranks) -> None:
         rank=0,
         world_size=2,
         seed=9,
-        os_cache=True,
+        memory="os_cache",
     )  # fmt: skip; the memory-mapped reader must not change a thing
     other = epoch_batches(fresh)
     for a, b, c in zip(first, again, other, strict=True):
@@ -105,6 +107,21 @@ def test_mixing_by_weight(files) -> None:
         assert (batch.labels[~batch.is_image] < 100).all()
         image_labels += batch.labels[batch.is_image].tolist()
     assert set(image_labels) == set(range(100, 105))  # the small file cycled (12 > 5)
+
+
+def test_batches_carry_sample_indices_and_files(files) -> None:
+    """Labels were written as label0 + index, so each row's label names its index."""
+    loader = make_loader(
+        [files["videos"], (files["images"], 0.5)], 6, num_workers=2, resolution=RES, seed=4
+    )
+    seen = set()
+    for batch in loader:
+        assert batch.indices.dtype == torch.int64 and batch.files.dtype == torch.int64
+        assert torch.equal(batch.files == 1, batch.is_image)
+        label0 = torch.where(batch.files == 1, 100, 0)
+        assert torch.equal(batch.labels, label0 + batch.indices)
+        seen |= set(batch.indices[batch.files == 0].tolist())
+    assert seen == set(range(24))
 
 
 def test_split_batch() -> None:

@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 
 from vicmae_data import make_loader
-from vicmae_data.fields.frames import FrameList
-from vicmae_data.formats import Sample, write_beton
-from vicmae_data.loader import Batch
-from vicmae_data.memory import MEMORY_MODES, BoundedMmapContext, mapped_rss_bytes
+from vicmae_data.format.beton import Sample
+from vicmae_data.format.frames import FrameList
+from vicmae_data.load.batch import Batch
+from vicmae_data.load.memory import MEMORY_MODES, BoundedMmapContext, mapped_rss_bytes
+from vicmae_data.write.beton_writer import write_beton
 
 RES = 16
 PMD = 2 * 1024 * 1024  # the largest granule a file-backed fault maps on x86-64 and arm64
@@ -63,7 +64,6 @@ def epoch(loader) -> list[Batch]:
 def test_batches_identical_in_every_memory_mode(small) -> None:
     kw = dict(num_workers=2, resolution=RES, seed=3, distributed=True, rank=1, world_size=2)
     runs = {mode: epoch(make_loader(small, 4, memory=mode, **kw)) for mode in MEMORY_MODES}
-    runs["os_cache=True"] = epoch(make_loader(small, 4, os_cache=True, **kw))
     first = runs.pop("mmap-bounded")
     assert len(first) == 3
     for other in runs.values():
@@ -75,8 +75,8 @@ def test_batches_identical_in_every_memory_mode(small) -> None:
 def test_bad_memory_mode(small) -> None:
     with pytest.raises(ValueError, match="memory must be one of"):
         make_loader(small, 4, num_workers=1, memory="ram")
-    with pytest.raises(ValueError, match="contradicts"):
-        make_loader(small, 4, num_workers=1, memory="process_cache", os_cache=True)
+    with pytest.raises(TypeError, match="os_cache"):
+        make_loader(small, 4, num_workers=1, os_cache=True)  # the old switch is gone
 
 
 def test_resident_memory_bounded_by_batch_not_file(big) -> None:

@@ -14,10 +14,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app
-from vicmae_data.fields.frames import FrameList
-from vicmae_data.formats import BetonFile, Sample, write_beton
-from vicmae_data.inspect import info
-from vicmae_data.merge import MergedSamples, MergeWarning, merge, plan_merge
+from vicmae_data.format.beton import BetonFile, Sample
+from vicmae_data.format.frames import FrameList
+from vicmae_data.inspect.info import info
+from vicmae_data.write.beton_writer import write_beton
+from vicmae_data.write.merge import MergedSamples, MergeWarning, merge, plan_merge
 
 runner = CliRunner()
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from vicmae_data.augment import center_crop, draw_view_params, random_resized_crop
-from vicmae_data.samplers import (
+from vicmae_data.load.crops import center_crop, draw_view_params, random_resized_crop
+from vicmae_data.load.samplers import (
     center,
     continuous,
     distant,

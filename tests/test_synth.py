@@ -14,14 +14,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app
-from vicmae_data.synth import (
+from vicmae_data.synth.dataset import (
     FOLDER_FILES,
     KINETICS_CLASSES,
     LAYOUTS,
     SynthSummary,
     synth_dataset,
 )
-from vicmae_data.synth_media import (
+from vicmae_data.synth.media import (
     PALETTE,
     ClipSpec,
     class_appearance,

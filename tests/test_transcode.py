@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vicmae_data.synth_media import render_clip, write_audio_only, write_image, write_video
-from vicmae_data.transcode import (
+from vicmae_data.synth.media import render_clip, write_audio_only, write_image, write_video
+from vicmae_data.write.transcode import (
     SkipError,
     TranscodeSettings,
     rgb_frame,

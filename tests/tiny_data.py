@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vicmae_data.fields.frames import FrameList
-from vicmae_data.formats import Sample, write_beton
+from vicmae_data.format.beton import Sample
+from vicmae_data.format.frames import FrameList
+from vicmae_data.write.beton_writer import write_beton
 
 
 def _webp(a: np.ndarray) -> bytes:

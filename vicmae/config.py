@@ -60,7 +60,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """What the loader reads and how it samples (see ``vicmae_data.loader.make_loader``)."""
+    """What the loader reads and how it samples (see ``vicmae_data.load.loader.make_loader``)."""
 
     # ".beton" paths; "in1k.beton:0.3" mixes a file in at that fraction of samples.
     betons: tuple[str, ...] = ()

@@ -94,7 +94,7 @@ class Classifier(nn.Module):
 def _loader(
     beton: str, batch: int, cfg: FinetuneConfig, res: int, *, train: bool, seed: int, eval_: bool
 ):
-    from vicmae_data.loader import make_loader
+    from vicmae_data.load.loader import make_loader
 
     return make_loader(
         beton, batch, num_workers=cfg.num_workers, num_views=1, resolution=res, seed=seed,
@@ -116,7 +116,7 @@ def randaugment(cfg: FinetuneConfig) -> Callable[[torch.Tensor], torch.Tensor] |
 @torch.no_grad()
 def evaluate(model: nn.Module, cfg: FinetuneConfig, res: int, device: torch.device) -> dict:
     """Top-1/top-5 on the validation set, softmax averaged over ``cfg.test_views`` passes."""
-    from vicmae_data.augment import to_model_input
+    from vicmae_data.load.augment import to_model_input
 
     model.eval()
     probs: torch.Tensor | None = None
@@ -153,8 +153,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
     from timm.loss import SoftTargetCrossEntropy
 
     from vicmae.checkpoint import save_checkpoint
-    from vicmae_data.augment import to_model_input
-    from vicmae_data.formats import BetonFile
+    from vicmae_data.format.beton import BetonFile
+    from vicmae_data.load.augment import to_model_input
 
     for path in (cfg.train_beton, cfg.val_beton):
         if not Path(path).is_file():

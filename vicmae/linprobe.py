@@ -111,8 +111,8 @@ def extract_features(
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Encoder features of every sample (centre frame, centre crop) -> ((n, D), (n,))."""
-    from vicmae_data.augment import to_model_input
-    from vicmae_data.loader import make_loader
+    from vicmae_data.load.augment import to_model_input
+    from vicmae_data.load.loader import make_loader
 
     loader = make_loader(
         beton, batch_size, num_workers=num_workers, num_views=1, resolution=resolution,

@@ -128,8 +128,8 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False) -> PretrainResult:
     """Pretrain ViC-MAE as ``cfg`` says; write checkpoints and metrics under ``cfg.run.out``."""
     from vicmae.losses import lambda_schedule
     from vicmae.model import ViCMAE
-    from vicmae_data.augment import to_model_input
-    from vicmae_data.loader import make_loader
+    from vicmae_data.load.augment import to_model_input
+    from vicmae_data.load.loader import make_loader
 
     if not cfg.data.betons:
         raise ValueError("no .beton to train on (data.betons is empty)")

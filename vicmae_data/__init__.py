@@ -1,25 +1,52 @@
 """vicmae_data: datasets on disk -> .beton files of WebP frame lists -> batches in memory.
 
-``read_sample`` (frames of one sample, for notebooks and tests) and ``make_loader``
-(batches of sampled, decoded views) are imported lazily: they pull in ffcv, numba and
-torch, which the converters and the test-media generator do not need.
+The package follows the data's way; each folder is one stage:
+
+- ``sources/``: the datasets as they ship (Kinetics, Moments in Time, ImageNet, folders)
+  listed into items with labels;
+- ``write/``: items -> WebP frames (transcode, worker processes, the resume cache of
+  parts) -> a .beton (convert, merge, the writer);
+- ``format/``: the .beton itself (fields, page layout, raw access) and libwebp;
+- ``load/``: a .beton -> batches (frame samplers, crop parameters, decoder, traversal
+  order, memory managers, the loader) and the torch-side augmentation of those batches;
+- ``inspect/``: info, verify, preview, one sample as pixels;
+- ``synth/``: small datasets in the real layouts, for tests and demos.
+
+``ffcv_private.py`` holds every use of ffcv internals; ``atomic.py`` the atomic file write.
+
+The public API below is imported lazily: the loader pulls in ffcv, numba and torch, which
+the converters and the test-media generator do not need.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["make_loader", "read_sample"]
+
+_PUBLIC = {
+    "make_loader": "vicmae_data.load.loader",
+    "Batch": "vicmae_data.load.batch",
+    "to_model_input": "vicmae_data.load.augment",
+    "read_sample": "vicmae_data.inspect.read",
+    "info": "vicmae_data.inspect.info",
+    "verify": "vicmae_data.inspect.verify",
+    "BetonFile": "vicmae_data.format.beton",
+    "BetonError": "vicmae_data.format.beton",
+    "convert": "vicmae_data.write.convert",
+    "merge": "vicmae_data.write.merge",
+    "synth_dataset": "vicmae_data.synth.dataset",
+}
+__all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "read_sample":
-        from vicmae_data.inspect import read_sample
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vicmae_data' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
-        return read_sample
-    if name == "make_loader":
-        from vicmae_data.loader import make_loader
 
-        return make_loader
-    raise AttributeError(f"module 'vicmae_data' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

@@ -2,7 +2,7 @@
 
 Every .beton vicmae writes has the same three fields, in this order:
 
-- ``frames``: :class:`~vicmae_data.fields.frames.WebPFramesField`, the WebP frame list;
+- ``frames``: :class:`~vicmae_data.format.frames.WebPFramesField`, the WebP frame list;
 - ``label``: ``IntField``, the class index (into the sorted class names of the source split);
 - ``meta``: ``JSONField``, a dict with at least ``source`` (path or id of the source item),
   ``class_name``, ``dataset``, ``fps`` (stored frame rate, 0.0 for images),
@@ -14,11 +14,8 @@ travels inside the file with no sidecar to lose.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
 import zlib
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +24,7 @@ import numpy as np
 from ffcv.fields import IntField, JSONField
 from ffcv.reader import Reader
 
-from vicmae_data.fields.frames import FrameList, WebPFramesField, packed_size, unpack_frames
-
-# ffcv's smallest page (its writer defaults to 8 MiB). Pages only need to hold the largest
-# sample; each writer process leaves one part-filled page, so small pages keep small files
-# small (8 MiB pages made a 5 MB demo file 16 MB).
-MIN_PAGE_SIZE = 2 << 20
-MAX_PAGE_SIZE = 1 << 31  # ffcv refuses >= 4 GiB; a 2 GiB sample is already absurd
-PAGE_SLACK = 64 << 10  # room for the JSON meta and the int label beside the frames
+from vicmae_data.format.frames import FrameList, WebPFramesField, packed_size, unpack_frames
 
 
 class BetonError(ValueError):
@@ -64,80 +54,6 @@ def custom_fields() -> dict[str, type]:
     return {"frames": WebPFramesField}
 
 
-def page_size_for(max_sample_bytes: int) -> int:
-    """Smallest power-of-two page (>= 2 MiB) that holds the largest sample."""
-    need = max_sample_bytes + PAGE_SLACK
-    if need > MAX_PAGE_SIZE:
-        raise ValueError(f"a sample of {max_sample_bytes} bytes is larger than any ffcv page")
-    page = MIN_PAGE_SIZE
-    while page < need:
-        page *= 2
-    return page
-
-
-def write_beton(
-    path: str | os.PathLike,
-    samples: Sequence[Sample],
-    *,
-    max_sample_bytes: int | None = None,
-    num_workers: int = 1,
-    show_progress: bool = False,
-) -> Path:
-    """Write ``samples`` to ``path`` atomically (a temporary name, renamed when complete).
-
-    ``samples`` may be any indexable sequence (it is read by ffcv's writer processes, so
-    it must be picklable and cheap to index). ``max_sample_bytes`` sizes the page; when
-    omitted it is measured from the samples. ``show_progress`` lets ffcv draw its own
-    progress bar.
-    """
-    from ffcv.writer import DatasetWriter
-
-    path = Path(path)
-    if len(samples) == 0:
-        raise ValueError("nothing to write: no samples")
-    if max_sample_bytes is None:
-        max_sample_bytes = max(samples[i].nbytes for i in range(len(samples)))
-    tmp = path.with_name(path.name + ".tmp")
-    writer = DatasetWriter(
-        str(tmp),
-        beton_fields(),
-        page_size=page_size_for(max_sample_bytes),
-        num_workers=max(1, num_workers),
-    )
-    with _ffcv_progress_bar(show_progress):
-        writer.from_indexed_dataset(_AsTuples(samples))
-    os.replace(tmp, path)
-    return path
-
-
-@contextlib.contextmanager
-def _ffcv_progress_bar(show: bool) -> Iterator[None]:
-    """ffcv's writer always draws a tqdm bar on stderr; our CLIs draw their own with rich."""
-    import ffcv.writer
-    from tqdm import tqdm
-
-    original = ffcv.writer.tqdm
-    ffcv.writer.tqdm = functools.partial(tqdm, disable=not show)
-    try:
-        yield
-    finally:
-        ffcv.writer.tqdm = original
-
-
-class _AsTuples:
-    """Adapts a sequence of :class:`Sample` to the tuples ffcv's writer expects."""
-
-    def __init__(self, samples: Sequence[Sample]) -> None:
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[FrameList, int, dict[str, Any]]:
-        s = self.samples[index]
-        return s.frames, int(s.label), s.meta
-
-
 class BetonFile:
     """Read-only raw access to a vicmae .beton: metadata, labels, meta dicts, frame bytes.
 
@@ -160,6 +76,7 @@ class BetonFile:
         self._data = np.memmap(self.path, dtype=np.uint8, mode="r")
         # ffcv's metadata table names its columns f0, f1, ... in field order.
         self._columns = {name: f"f{i}" for i, name in enumerate(self.reader.field_names)}
+        self._by_source: dict[str, int] | None = None
 
     def _column(self, name: str) -> np.ndarray:
         return self.reader.metadata[self._columns[name]]
@@ -205,6 +122,21 @@ class BetonFile:
         row = self.frames_meta[index]
         frames = FrameList(self.frame_bytes(index), int(row["height"]), int(row["width"]))
         return Sample(frames, int(self.labels[index]), self.meta(index))
+
+    def index_of(self, source: str) -> int:
+        """The index of the sample whose ``meta["source"]`` is ``source``.
+
+        Reads every sample's JSON meta on the first call (a small read per sample), then
+        answers from a table. Raises ``KeyError`` when no sample has that source.
+        """
+        if self._by_source is None:
+            self._by_source = {}
+            for i in range(len(self)):
+                self._by_source.setdefault(str(self.meta(i).get("source", "")), i)
+        try:
+            return self._by_source[source]
+        except KeyError:
+            raise KeyError(f"{self.path}: no sample with source {source!r}") from None
 
     def class_names(self) -> dict[int, str]:
         """Index -> name, from the samples' ``class_name`` metadata."""

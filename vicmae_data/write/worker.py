@@ -11,8 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from vicmae_data.convert_cache import write_part
-from vicmae_data.transcode import SkipError, TranscodeSettings, transcode
+from vicmae_data.write.parts import write_part
+from vicmae_data.write.transcode import SkipError, TranscodeSettings, transcode
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Job:
 
 
 def item_meta(job: Job, result: Any) -> dict[str, Any]:
-    """The ``meta`` dict a sample carries (see :mod:`vicmae_data.formats`)."""
+    """The ``meta`` dict a sample carries (see :mod:`vicmae_data.format.beton`)."""
     meta: dict[str, Any] = {
         "source": job.source,
         "class_name": job.class_name,

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vicmae_data.formats import BetonError, BetonFile
-from vicmae_data.inspect import decode_frames
+from vicmae_data.atomic import atomic_path
+from vicmae_data.format.beton import BetonError, BetonFile
+from vicmae_data.inspect.read import decode_frames
 
 PAD = 6
 CAPTION_H = 18
@@ -163,10 +164,6 @@ def write_preview(
     )
     sheet = contact_sheet(frames, picked, fps=fps, title=title, cols=cols, thumb_width=thumb_width)
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
+    with atomic_path(out) as tmp:
         sheet.save(tmp, format="PNG")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out

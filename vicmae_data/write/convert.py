@@ -6,11 +6,11 @@
    annotated items missing on disk.
 2. ``--shard K/N`` keeps the items whose source id hashes to K modulo N (stable across
    machines and reruns); ``--limit`` keeps the first N of those.
-3. Worker processes transcode items (:mod:`vicmae_data.transcode`) and write each
+3. Worker processes transcode items (:mod:`vicmae_data.write.transcode`) and write each
    result, good or skipped, to the resume cache ``FILE.beton.parts/``; items already
    there are not converted again, so a rerun after a kill resumes.
 4. The .beton is assembled from the cache in listing order (atomically, by
-   :func:`vicmae_data.formats.write_beton`), ``FILE.beton.report.json`` is written, the
+   :func:`vicmae_data.format.beton.write_beton`), ``FILE.beton.report.json`` is written, the
    cache is removed.
 
 Splitting a dataset over a Slurm job array, then joining the shards::
@@ -38,14 +38,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vicmae_data.convert_cache import PartsCache, parts_dir_for, read_part, write_part
-from vicmae_data.convert_worker import Job, run_job
-from vicmae_data.transcode import (
+from vicmae_data.atomic import write_text_atomic
+from vicmae_data.write.parts import PartsCache, parts_dir_for, read_part, write_part
+from vicmae_data.write.transcode import (
     DEFAULT_MAX_SAMPLE_BYTES,
     DEFAULT_METHOD,
     DEFAULT_QUALITY,
     TranscodeSettings,
 )
+from vicmae_data.write.worker import Job, run_job
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +138,14 @@ def convert(
 ) -> ConvertReport:
     """Convert ``split`` of ``dataset`` under ``root`` into the .beton ``out``.
 
-    Raises :class:`vicmae_data.layouts.LayoutError` for a missing root, an unknown dataset
+    Raises :class:`vicmae_data.sources.layouts.LayoutError` for a missing root, an unknown dataset
     or an unreadable annotation file, :class:`ConvertError` when no item converted (the
     report is written anyway), ``ValueError`` for bad settings. Resumes from
     ``out.parts/`` when it was made with the same settings.
     """
-    from vicmae_data.layouts import list_items  # the listing is the first thing that can fail
+    from vicmae_data.sources.layouts import (
+        list_items,  # the listing is the first thing that can fail
+    )
 
     settings = TranscodeSettings(short_side, fps, max_frames, quality, method, max_sample_bytes)
     parse_shard(f"{shard[0]}/{shard[1]}")  # validates
@@ -380,7 +383,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["vicmae_data.convert_worker"])
+    context.set_forkserver_preload(["vicmae_data.write.worker"])
     return context
 
 
@@ -398,8 +401,8 @@ class _CachedSamples:
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        from vicmae_data.fields.frames import FrameList
-        from vicmae_data.formats import Sample
+        from vicmae_data.format.beton import Sample
+        from vicmae_data.format.frames import FrameList
 
         part = read_part(self.paths[index])
         if part is None or not part.ok:
@@ -412,7 +415,7 @@ class _CachedSamples:
 def _assemble(
     out: Path, ok: Sequence[Job], headers: Sequence[dict[str, Any] | None], workers: int
 ) -> None:
-    from vicmae_data.formats import write_beton
+    from vicmae_data.write.beton_writer import write_beton
 
     # Page size from the headers alone: the offset table plus the frames.
     largest = max(
@@ -452,6 +455,4 @@ def _write_report(
         "seconds": round(seconds, 3),
     }
     path = report_path_for(out)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(report.to_json(), indent=1))

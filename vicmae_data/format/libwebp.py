@@ -14,7 +14,7 @@ compiled code without the GIL, as ffcv does with libturbojpeg. Only decoding is 
 the caller owns (one per thread or per sample), and write the few fields we use at their
 byte offsets from libwebp's ``decode.h`` (ABI 0x02xx, unchanged since libwebp 0.5).
 libwebp snaps ``crop_left`` and ``crop_top`` down to even values for lossy frames, so
-callers pass even offsets (the crop samplers in :mod:`vicmae_data.augment` only draw those).
+callers pass even offsets (the crop samplers in :mod:`vicmae_data.load.crops` only draw those).
 """
 
 from __future__ import annotations

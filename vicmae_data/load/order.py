@@ -1,7 +1,6 @@
 """A traversal order for ffcv that works with several ranks and with files larger than RAM.
 
-ffcv 1.0.2's own orders fall short here: ``Loader(order=<TraversalOrder subclass>)`` calls
-the class check the wrong way round, ``QUASI_RANDOM`` refuses ``distributed=True``, and a
+ffcv 1.0.2's own orders fall short here: ``QUASI_RANDOM`` refuses ``distributed=True``, and a
 fully random order makes ffcv's process cache keep nearly every page of the file in memory
 (a page is freed only after the last batch that needs it).
 
@@ -18,6 +17,9 @@ fully random order makes ffcv's process cache keep nearly every page of the file
    by the window and ffcv's read-ahead, not by the file size.
 
 When the whole file fits one page (small files) this is a plain random permutation.
+
+It is an ffcv :class:`~ffcv.traversal_order.base.TraversalOrder`; ffcv 1.0.2 needs it passed
+through :class:`vicmae_data.ffcv_private.OrderFactory` (its ``order=`` check is inverted).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def block_shuffle_order(
 
 
 class BlockShuffleOrder(TraversalOrder):
-    """Page-aware, seeded, rank-split order; install with :func:`install_order`."""
+    """Page-aware, seeded, rank-split order (see the module docstring)."""
 
     def __init__(
         self,
@@ -117,9 +119,3 @@ class BlockShuffleOrder(TraversalOrder):
             world_size=self.world_size,
             window=self.window,
         )
-
-
-def install_order(loader: Loader, order: TraversalOrder) -> None:
-    """Replace a constructed ffcv Loader's order and what the Loader derived from it."""
-    loader.traversal_order = order
-    loader.first_traversal_order = loader.next_traversal_order()

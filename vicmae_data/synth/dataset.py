@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vicmae_data.layouts import DATASETS
-from vicmae_data.synth_media import (
+from vicmae_data.sources.layouts import DATASETS
+from vicmae_data.synth.media import (
     ClipSpec,
     render_clip,
     write_audio_only,

@@ -1,10 +1,10 @@
-"""FFCV decoders for :class:`~vicmae_data.fields.frames.WebPFramesField`.
+"""FFCV decoders for :class:`~vicmae_data.format.frames.WebPFramesField`.
 
 :class:`WebPFramesDecoder` is the loader's hot path. Per sample, in numba-compiled code run
 across samples with ``prange`` (threads, no GIL):
 
 1. read the frame table at the start of the sample's blob;
-2. draw frame indices, crops and flips with :func:`~vicmae_data.augment.draw_view_params`
+2. draw frame indices, crops and flips with :func:`~vicmae_data.load.crops.draw_view_params`
    from (seed, epoch, sample index), so results do not depend on thread scheduling;
 3. decode only the sampled frames with libwebp: a frame used by one view is decoded
    straight into its crop (libwebp crops while decoding); a frame shared by several views
@@ -35,9 +35,9 @@ from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 from numba import njit
 
-from vicmae_data.augment import draw_view_params
-from vicmae_data.libwebp import CONFIG_WORDS, decode_crop_into_ptr, decode_rgb_into_ptr
-from vicmae_data.samplers import SAMPLING_MODES
+from vicmae_data.format.libwebp import CONFIG_WORDS, decode_crop_into_ptr, decode_rgb_into_ptr
+from vicmae_data.load.crops import draw_view_params
+from vicmae_data.load.samplers import SAMPLING_MODES
 
 
 class WebPFramesDecoder(Operation):
@@ -273,3 +273,26 @@ class WebPFrameCountDecoder(Operation):
             return destination[: len(batch_indices)]
 
         return count
+
+
+class SampleIndexDecoder(Operation):
+    """Each sample's index in its .beton (``int64[1]``), for ``Batch.indices``.
+
+    Attached to any field with ``PipelineSpec(field, SampleIndexDecoder(), [ToTensor()])``:
+    it reads nothing from the file, only the indices ffcv hands every decoder.
+    """
+
+    def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
+        shape, dtype = (1,), np.dtype("<i8")
+        return (
+            replace(previous_state, jit_mode=True, shape=shape, dtype=dtype),
+            AllocationQuery(shape, dtype),
+        )
+
+    def generate_code(self) -> Callable:
+        def indices(batch_indices, destination, metadata, storage_state):
+            for ix in range(len(batch_indices)):
+                destination[ix, 0] = batch_indices[ix]
+            return destination[: len(batch_indices)]
+
+        return indices

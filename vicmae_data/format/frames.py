@@ -112,6 +112,6 @@ class WebPFramesField(Field):
         destination["crc32"] = zlib.crc32(blob)
 
     def get_decoder_class(self) -> type[Operation]:
-        from vicmae_data.fields.frames_decoder import WebPFramesDecoder
+        from vicmae_data.load.decoder import WebPFramesDecoder
 
         return WebPFramesDecoder

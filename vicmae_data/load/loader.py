@@ -1,6 +1,6 @@
 """``make_loader``: batches of sampled, decoded, cropped views from one or several .beton files.
 
-One ffcv ``Loader`` per file, each running :class:`~vicmae_data.fields.frames_decoder.
+One ffcv ``Loader`` per file, each running :class:`~vicmae_data.load.decoder.
 WebPFramesDecoder` in compiled code on ``num_workers`` threads. Several files are mixed by
 weight inside every batch (``["k400.beton", ("in1k.beton", 0.3)]``: file ``i`` gives
 ``round(B * w_i / sum(w))`` samples of each batch; a bare path has weight 1). The first
@@ -21,80 +21,32 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from ffcv.fields.basics import IntDecoder
-from ffcv.loader import Loader, OrderOption
 from ffcv.loader.epoch_iterator import EpochIterator
 from ffcv.pipeline import PipelineSpec
-from ffcv.pipeline.compiler import Compiler
-from ffcv.pipeline.graph import Graph
 from ffcv.transforms import ToTensor
 
-from vicmae_data.fields.frames_decoder import WebPFrameCountDecoder, WebPFramesDecoder
-from vicmae_data.formats import BetonError, custom_fields
-from vicmae_data.memory import MEMORY_MODES, BoundedMmapManager, ReadOnlyMmapManager
-from vicmae_data.order import BlockShuffleOrder, install_order
+from vicmae_data.ffcv_private import FileLoader, OrderFactory
+from vicmae_data.format.beton import BetonError, custom_fields
+from vicmae_data.load.batch import Batch
+from vicmae_data.load.crops import draw_view_params
+from vicmae_data.load.decoder import SampleIndexDecoder, WebPFrameCountDecoder, WebPFramesDecoder
+from vicmae_data.load.memory import MEMORY_MODES, BoundedMmapManager, ReadOnlyMmapManager
+from vicmae_data.load.order import BlockShuffleOrder, default_rank_world
 
 log = logging.getLogger(__name__)
 
 PathSpec = str | os.PathLike | tuple[str | os.PathLike, float]
 
-# ffcv runs one pipeline thread per Loader; with several files two pipelines would launch
-# parallel regions at once, which numba's default "workqueue" layer does not allow.
-_PIPELINE_LOCK = threading.Lock()
-
-
-class Batch(NamedTuple):
-    """One batch: ``views`` uint8 (B, V, 3, H, W), ``labels`` int64 (B,), ``is_image`` bool (B,)."""
-
-    views: torch.Tensor
-    labels: torch.Tensor
-    is_image: torch.Tensor
-
-
-class _LockedEpochIterator(EpochIterator):
-    def run_pipeline(self, b_ix, batch_indices, batch_slot, cuda_event):
-        with _PIPELINE_LOCK:
-            return super().run_pipeline(b_ix, batch_indices, batch_slot, cuda_event)
-
-
-class _FileLoader(Loader):
-    """ffcv's Loader with our order installed and pipelines serialised across loaders.
-
-    Built with ffcv's process cache; any other ``memory`` mode (see
-    :mod:`vicmae_data.memory`) then swaps in its manager and rebuilds the pipeline graph
-    around that manager's reader.
-    """
-
-    def __init__(self, *args, memory: str = "mmap-bounded", **kwargs) -> None:
-        super().__init__(*args, os_cache=False, **kwargs)
-        if memory != "process_cache":
-            if memory == "os_cache":
-                self.memory_manager = ReadOnlyMmapManager(self.reader)
-            else:
-                self.memory_manager = BoundedMmapManager(self.reader)
-            self.graph = Graph(
-                self.pipeline_specs,
-                self.reader.handlers,
-                self.field_name_to_f_ix,
-                self.reader.metadata,
-                self.memory_manager.compile_reader(),
-            )
-            self.generate_code()
-
-    def __iter__(self) -> EpochIterator:
-        Compiler.set_num_threads(self.num_workers)
-        order = self.next_traversal_order()
-        selected = order[: len(self) * self.batch_size]
-        self.next_epoch += 1
-        if self.code is None or self.recompile:
-            self.generate_code()
-        return _LockedEpochIterator(self, selected)
+_MANAGERS = {
+    "mmap-bounded": BoundedMmapManager,
+    "os_cache": ReadOnlyMmapManager,
+    "process_cache": None,  # ffcv's own
+}
 
 
 def _parse_paths(paths: PathSpec | Sequence[PathSpec]) -> list[tuple[str, float]]:
@@ -128,7 +80,7 @@ class VicmaeLoader:
 
     def __init__(
         self,
-        loaders: list[_FileLoader],
+        loaders: list[FileLoader],
         decoders: list[WebPFramesDecoder],
         device: torch.device,
         epoch: int = 0,
@@ -157,14 +109,18 @@ class VicmaeLoader:
 
     def _start(self, i: int, epoch: int, cycle: int) -> EpochIterator:
         key = self._epoch_of(i, epoch, cycle)
-        self.loaders[i].next_epoch = key
+        self.loaders[i].set_next_epoch(key)
         self.decoders[i].set_epoch(key)
         return iter(self.loaders[i])
 
     @staticmethod
-    def _as_batch(raw: tuple[torch.Tensor, ...]) -> Batch:
-        frames, labels, counts = raw  # (b, V, H, W, 3) u8, (b, 1) i64, (b, 1) i32
-        return Batch(frames.permute(0, 1, 4, 2, 3), labels[:, 0], counts[:, 0] == 1)
+    def _as_batch(raw: tuple[torch.Tensor, ...], file: int) -> Batch:
+        # (b, V, H, W, 3) u8, (b, 1) i64, (b, 1) i32, (b, 1) i64
+        frames, labels, counts, indices = raw
+        files = torch.full_like(indices[:, 0], file)
+        return Batch(
+            frames.permute(0, 1, 4, 2, 3), labels[:, 0], counts[:, 0] == 1, indices[:, 0], files
+        )
 
     def __iter__(self) -> Iterator[Batch]:
         epoch = self.epoch
@@ -175,7 +131,7 @@ class VicmaeLoader:
         non_blocking = self.device.type == "cuda"
         try:
             for raw in iters[0]:
-                parts = [self._as_batch(raw)]
+                parts = [self._as_batch(raw, 0)]
                 for i in range(1, len(iters)):
                     nxt = next(iters[i], None)
                     if nxt is None:
@@ -183,7 +139,7 @@ class VicmaeLoader:
                         cycles[i] += 1
                         iters[i] = self._start(i, epoch, cycles[i])
                         nxt = next(iters[i])
-                    parts.append(self._as_batch(nxt))
+                    parts.append(self._as_batch(nxt, i))
                 if len(parts) == 1:
                     batch = parts[0]
                 else:
@@ -224,8 +180,7 @@ def make_loader(
     video_scale: tuple[float, float] = (0.5, 1.0),
     image_scale: tuple[float, float] = (0.2, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    memory: str | None = None,
-    os_cache: bool = False,
+    memory: str = "mmap-bounded",
     batches_ahead: int = 3,
     epoch: int = 0,
 ) -> VicmaeLoader:
@@ -234,7 +189,7 @@ def make_loader(
     ``distributed=True`` gives each rank a disjoint share (``rank``/``world_size`` default
     to ``torch.distributed``'s); without it the whole file is one share.
 
-    ``memory`` chooses how samples are read (:mod:`vicmae_data.memory`):
+    ``memory`` chooses how samples are read (:mod:`vicmae_data.load.memory`):
     ``"mmap-bounded"`` (default; use it unless measured otherwise) memory-maps the file and
     reads only the bytes the decoder touches (frame table and sampled frames), dropping
     this process's mapped pages before every batch, so resident memory is bounded by the
@@ -242,24 +197,17 @@ def make_loader(
     what fits; ``"os_cache"`` is ffcv's plain memory map, as fast, but every touched page
     stays in the process's RSS; ``"process_cache"`` is ffcv's reader of whole 8 MiB+ pages
     per sample touched (only for storage where small random reads are very slow).
-    ``os_cache=True`` (kept for compatibility) means ``memory="os_cache"``.
     ``train=False``: centre frame(s), centre crop, no flip, for evaluation. Sampling is
     ``"distant"``, ``"continuous"`` (frame separation up to ``delta``) or ``"center"``.
 
     Example: ``make_loader(["k400.beton", ("in1k.beton", 0.3)], 256, num_workers=8)``.
     """
     specs = _parse_paths(paths)
-    if memory is None:
-        memory = "os_cache" if os_cache else "mmap-bounded"
-    elif os_cache and memory != "os_cache":
-        raise ValueError(f"os_cache=True contradicts memory={memory!r}")
     if memory not in MEMORY_MODES:
         raise ValueError(f"memory must be one of {MEMORY_MODES}, not {memory!r}")
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, not {num_workers}")
     if distributed:
-        from vicmae_data.order import default_rank_world
-
         auto_rank, auto_world = default_rank_world()
         rank = auto_rank if rank is None else rank
         world_size = auto_world if world_size is None else world_size
@@ -285,14 +233,19 @@ def make_loader(
             "label": [IntDecoder(), ToTensor()],
             "meta": None,
             "num_frames": PipelineSpec("frames", WebPFrameCountDecoder(), [ToTensor()]),
+            "index": PipelineSpec("label", SampleIndexDecoder(), [ToTensor()]),
         }
+
+        def block_shuffle(ffcv_loader, file_seed=file_seed):
+            return BlockShuffleOrder(ffcv_loader, rank=rank, world_size=world_size, seed=file_seed)
+
         try:
-            loader = _FileLoader(
+            loader = FileLoader(
                 path,
                 batch_size=size,
                 num_workers=num_workers,
-                memory=memory,
-                order=OrderOption.SEQUENTIAL,
+                memory_manager=_MANAGERS[memory],
+                order=OrderFactory(block_shuffle),
                 seed=file_seed,
                 pipelines=pipelines,
                 custom_fields=custom_fields(),
@@ -301,8 +254,6 @@ def make_loader(
             )
         except (AssertionError, ValueError, IndexError) as exc:
             raise BetonError(f"{path}: cannot load ({exc})") from None
-        order = BlockShuffleOrder(loader, rank=rank, world_size=world_size, seed=file_seed)
-        install_order(loader, order)
         if len(loader) == 0:
             raise ValueError(f"{path}: fewer samples per rank than the batch share {size}")
         loaders.append(loader)
@@ -319,8 +270,6 @@ def sample_params(
     epoch: int,
 ) -> np.ndarray:
     """The (frame, top, left, height, width, flip) rows the decoder draws for one sample."""
-    from vicmae_data.augment import draw_view_params
-
     params = np.zeros((decoder.num_views, 6), dtype=np.int32)
     draw_view_params(
         decoder.seed,

@@ -5,13 +5,12 @@ and direction of motion, so a representation learned from the frames can be chec
 a linear probe. `write_video` encodes frames with PyAV into any container/codec it can
 write (also 10-bit, variable frame rate, with an audio track, or audio only) and
 `write_image` saves with Pillow (also CMYK/grayscale JPEG and PNG under any file name).
-Every writer writes to a hidden temporary name and renames when complete, so a crash
-never leaves a half-written file under the final name.
+Every writer goes through :func:`vicmae_data.atomic.atomic_path`, so a crash never leaves a
+half-written file under the final name.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,6 +19,8 @@ from pathlib import Path
 import av
 import numpy as np
 from PIL import Image
+
+from vicmae_data.atomic import atomic_path
 
 # Distinct, saturated colours: the strongest class cue, visible after any resize.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -173,9 +174,8 @@ def write_video(
     encoder = CODECS.get(codec, codec)
     fmt = container or _container_for(path)
     rate = Fraction(fps).limit_denominator(100_000)
-    tmp = _tmp_name(path)
     n = 0
-    try:
+    with atomic_path(path, durable=False) as tmp:
         with av.open(str(tmp), mode="w", format=fmt) as out:
             stream = astream = None
             for i, frame in enumerate(frames):
@@ -206,9 +206,6 @@ def write_video(
             out.mux(stream.encode())
             if astream is not None:
                 _write_audio(out, astream, seconds=n / float(rate))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -216,13 +213,9 @@ def write_audio_only(path: Path | str, seconds: float = 1.0, container: str | No
     """Write a file with an audio track and no video stream (a hostile input for converters)."""
     path = Path(path)
     fmt = container or _container_for(path)
-    tmp = _tmp_name(path)
-    try:
+    with atomic_path(path, durable=False) as tmp:
         with av.open(str(tmp), mode="w", format=fmt) as out:
             _write_audio(out, _open_audio_stream(out, fmt), seconds=seconds)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -242,13 +235,9 @@ def write_image(
     path = Path(path)
     image = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
     image = image.convert(mode)
-    tmp = _tmp_name(path)
-    try:
-        kwargs = {"quality": quality} if format.upper() in ("JPEG", "WEBP") else {}
+    kwargs = {"quality": quality} if format.upper() in ("JPEG", "WEBP") else {}
+    with atomic_path(path, durable=False) as tmp:
         image.save(tmp, format=format, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -259,11 +248,6 @@ def _container_for(path: Path) -> str:
         raise ValueError(
             f"no container known for extension {path.suffix!r} of {path}; pass container="
         ) from None
-
-
-def _tmp_name(path: Path) -> Path:
-    # Hidden, so directory listings skip it if a crash leaves it behind.
-    return path.with_name(f".{path.name}.part")
 
 
 def _open_video_stream(

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vicmae_data.atomic import atomic_open, write_text_atomic
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"VICMAE-PART-1\n"
@@ -59,22 +61,17 @@ def part_name(source: str) -> str:
 def write_part(
     path: str | os.PathLike, status: str, header: dict[str, Any], frames: Sequence[bytes] = ()
 ) -> None:
-    """Write one part atomically (a temporary name in the same folder, then rename)."""
+    """Write one part atomically (:func:`vicmae_data.atomic.atomic_open`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     head = dict(header, status=status, sizes=[len(f) for f in frames])
     blob = json.dumps(head, separators=(",", ":")).encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(MAGIC)
-            fh.write(struct.pack("<I", len(blob)))
-            fh.write(blob)
-            for frame in frames:
-                fh.write(frame)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path, "wb") as fh:
+        fh.write(MAGIC)
+        fh.write(struct.pack("<I", len(blob)))
+        fh.write(blob)
+        for frame in frames:
+            fh.write(frame)
 
 
 def read_part(path: str | os.PathLike, *, frames: bool = True) -> Part | None:
@@ -121,9 +118,7 @@ class PartsCache:
                 shutil.rmtree(self.directory)
         if not self.directory.exists():
             self.directory.mkdir(parents=True)
-            tmp = key_path.with_name(KEY_FILE + ".tmp")
-            tmp.write_text(json.dumps(self.key, indent=1, sort_keys=True))
-            os.replace(tmp, key_path)
+            write_text_atomic(key_path, json.dumps(self.key, indent=1, sort_keys=True))
 
     def path(self, source: str) -> Path:
         return self.directory / part_name(source)

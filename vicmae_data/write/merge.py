@@ -23,7 +23,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vicmae_data.formats import BetonError, BetonFile, Sample, write_beton
+from vicmae_data.atomic import write_text_atomic
+from vicmae_data.format.beton import BetonError, BetonFile, Sample
+from vicmae_data.write.beton_writer import write_beton
 
 log = logging.getLogger(__name__)
 
@@ -233,9 +235,7 @@ def merge_reports(
     merged["written"] = written
     merged["merged_from"] = [{"path": src, "report": rp.is_file()} for src, rp in found]
     dest = report_path(out)
-    tmp = dest.with_name(dest.name + ".tmp")
-    tmp.write_text(json.dumps(merged, indent=2))
-    os.replace(tmp, dest)
+    write_text_atomic(dest, json.dumps(merged, indent=2))
     return dest
 
 

@@ -1,0 +1,152 @@
+"""The data package's shape: no import cycle between its modules, each imports on its own."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vicmae_data
+
+PACKAGE = Path(vicmae_data.__file__).parent
+ROOT = PACKAGE.parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package modules ``name`` imports, anywhere in it (functions included), except
+    under ``if TYPE_CHECKING:``; ``from pkg import mod`` counts as importing ``pkg.mod``."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return {m for m in found if m in known and m != name}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: _imports(name, path, known) for name, path in modules.items()}
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def dfs(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (cycle := dfs(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := dfs(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    graph = _import_graph()
+    assert _find_cycle(graph) is None or True  # the real check is the next test
+    planted = {k: set(v) for k, v in graph.items()}
+    planted["vicmae_data.format.libwebp"].add("vicmae_data.load.decoder")
+    cycle = _find_cycle(planted)
+    assert cycle is not None and cycle[0] == cycle[-1]
+    assert "vicmae_data.format.libwebp" in cycle and "vicmae_data.load.decoder" in cycle
+
+
+def test_the_graph_sees_imports_inside_functions():
+    graph = _import_graph()
+    # format/frames.py names its decoder inside get_decoder_class().
+    assert "vicmae_data.load.decoder" in graph["vicmae_data.format.frames"]
+    assert "vicmae_data.load.crops" in graph["vicmae_data.load.decoder"]
+
+
+def test_no_import_cycle_in_vicmae_data():
+    cycle = _find_cycle(_import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_format_does_not_depend_on_later_stages_at_import_time():
+    """format/ is read by write/, load/ and inspect/; it may name the decoder lazily only."""
+    for name, path in _modules().items():
+        if not name.startswith("vicmae_data.format"):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module level only
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(
+                    ("vicmae_data.load", "vicmae_data.write", "vicmae_data.inspect")
+                ), f"{name} imports {node.module} at import time"
+
+
+def test_each_module_imports_on_its_own():
+    """Every module imports in a process where no other vicmae_data module was imported
+    before it (third-party packages stay loaded between modules, to keep this fast)."""
+    names = sorted(_modules())
+    script = (
+        "import importlib, sys, traceback\n"
+        f"names = {names!r}\n"
+        "import torch, ffcv, numba, av, PIL  # third-party, loaded once\n"
+        "failed = []\n"
+        "for name in names:\n"
+        "    for loaded in [m for m in sys.modules if m.split('.')[0] == 'vicmae_data']:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception:\n"
+        "        failed.append(name + ': ' + traceback.format_exc().splitlines()[-1])\n"
+        "print('\\n'.join(failed))\n"
+        "sys.exit(1 if failed else 0)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", ["make_loader", "read_sample", "Batch", "to_model_input"])
+def test_public_api_names_resolve(name):
+    assert callable(getattr(vicmae_data, name))

@@ -1,1 +1,0 @@
-"""FFCV fields that vicmae writes and reads."""

@@ -1,0 +1,1 @@
+"""Looking inside a .beton: ``info``, ``verify``, ``read`` (one sample as pixels), ``preview``."""

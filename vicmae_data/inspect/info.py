@@ -1,0 +1,143 @@
+"""`vicmae-data info`: what a .beton holds, from its metadata table (no decoding)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vicmae_data.format.beton import BetonError, BetonFile
+
+# Above this many samples, `info` reads the JSON meta of a spread-out subset (plus the first
+# sample of every class) instead of all of them: on a 300k-video file the metas sit next to
+# their frames, one page each, and reading them all is a random read per sample.
+EXACT_META_LIMIT = 20_000
+# `info` lists every class name up to this many classes; above it, the most frequent few.
+LIST_CLASSES_UP_TO = 20
+
+OFFSET_BYTES = 4  # one uint32 per entry of a sample's frame offset table
+
+
+@dataclass(frozen=True)
+class BetonInfo:
+    """What `vicmae-data info` shows. Frame/size numbers are exact (from the metadata
+    table); ``datasets`` and ``partial`` are counted over ``meta_read`` samples."""
+
+    path: str
+    file_bytes: int
+    page_size: int
+    samples: int
+    num_classes: int
+    class_names: dict[int, str]
+    class_counts: dict[int, int]
+    images: int
+    videos: int
+    frames_total: int
+    frames_min: int
+    frames_median: float
+    frames_max: int
+    height_min: int
+    height_max: int
+    width_min: int
+    width_max: int
+    common_resolution: tuple[int, int]  # (height, width), the most frequent
+    frame_bytes_total: int
+    bytes_per_frame: float
+    datasets: dict[str, int]
+    partial: int
+    meta_read: int = field(default=0)
+
+    @property
+    def meta_sampled(self) -> bool:
+        """True when ``datasets``/``partial`` come from a subset of the samples."""
+        return self.meta_read < self.samples
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (class indices become string keys, as JSON needs)."""
+        d = asdict(self)
+        d["class_names"] = {str(k): v for k, v in self.class_names.items()}
+        d["class_counts"] = {str(k): v for k, v in self.class_counts.items()}
+        d["common_resolution"] = list(self.common_resolution)
+        d["meta_sampled"] = self.meta_sampled
+        return d
+
+
+def _meta_indices(labels: np.ndarray, exact_limit: int) -> np.ndarray:
+    """Which samples' JSON meta to read: all, or the first of each class + an even spread."""
+    n = len(labels)
+    if n <= exact_limit:
+        return np.arange(n)
+    _, first = np.unique(labels, return_index=True)
+    spread = np.linspace(0, n - 1, exact_limit, dtype=np.int64)
+    return np.union1d(first, spread)
+
+
+def info(path: str | os.PathLike, *, exact_limit: int = EXACT_META_LIMIT) -> BetonInfo:
+    """Summarise a .beton from its metadata table (and the JSON meta of some samples).
+
+    Example::
+
+        summary = info("k400.beton")
+        summary.samples, summary.frames_median, summary.bytes_per_frame
+    """
+    beton = BetonFile(path)
+    n = len(beton)
+    rows = beton.frames_meta
+    labels = np.asarray(beton.labels, dtype=np.int64)
+    if n == 0:
+        raise BetonError(f"{beton.path}: the file holds no samples")
+    num_frames = np.asarray(rows["num_frames"], dtype=np.int64)
+    heights = np.asarray(rows["height"], dtype=np.int64)
+    widths = np.asarray(rows["width"], dtype=np.int64)
+    # The blob of a sample is its offset table (T + 1 uint32) followed by the WebP frames.
+    frame_bytes = int(np.asarray(rows["size"], dtype=np.int64).sum())
+    frame_bytes -= int((OFFSET_BYTES * (num_frames + 1)).sum())
+    frames_total = int(num_frames.sum())
+
+    uniq, counts = np.unique(labels, return_counts=True)
+    names: dict[int, str] = {}
+    datasets: Counter[str] = Counter()
+    partial = 0
+    meta_idx = _meta_indices(labels, exact_limit)
+    for i in meta_idx:
+        meta = beton.meta(int(i))
+        names.setdefault(int(labels[i]), str(meta.get("class_name", int(labels[i]))))
+        datasets[str(meta.get("dataset", "?"))] += 1
+        partial += bool(meta.get("partial", False))
+
+    res = Counter(zip(heights.tolist(), widths.tolist(), strict=True)).most_common(1)[0][0]
+    return BetonInfo(
+        path=str(beton.path),
+        file_bytes=beton.path.stat().st_size,
+        page_size=beton.page_size,
+        samples=n,
+        num_classes=len(uniq),
+        class_names=dict(sorted(names.items())),
+        class_counts={int(k): int(c) for k, c in zip(uniq, counts, strict=True)},
+        images=int((num_frames == 1).sum()),
+        videos=int((num_frames > 1).sum()),
+        frames_total=frames_total,
+        frames_min=int(num_frames.min()),
+        frames_median=float(np.median(num_frames)),
+        frames_max=int(num_frames.max()),
+        height_min=int(heights.min()),
+        height_max=int(heights.max()),
+        width_min=int(widths.min()),
+        width_max=int(widths.max()),
+        common_resolution=(int(res[0]), int(res[1])),
+        frame_bytes_total=frame_bytes,
+        bytes_per_frame=frame_bytes / max(frames_total, 1),
+        datasets=dict(datasets.most_common()),
+        partial=partial,
+        meta_read=len(meta_idx),
+    )
+
+
+def describe_frames(summary: BetonInfo) -> str:
+    """'min/median/max' as one short string (shared by the CLI and logs)."""
+    med = summary.frames_median
+    med_s = str(int(med)) if med == int(med) else f"{med:.1f}"
+    return f"{summary.frames_min} / {med_s} / {summary.frames_max}"

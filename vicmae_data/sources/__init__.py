@@ -1,0 +1,1 @@
+"""Stage 1: datasets as they ship on disk -> lists of items (path, label, class, source id)."""

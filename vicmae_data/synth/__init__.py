@@ -1,0 +1,1 @@
+"""Small real datasets in the shipped layouts: ``media`` (clips, images), ``dataset``."""
