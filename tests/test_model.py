@@ -10,10 +10,10 @@ import timm
 import torch
 from torch import nn
 
-from vicmae.model import ModelConfig, ViCMAE, param_groups, patchify, unpatchify
-from vicmae.param_groups import layer_id
+from vicmae.model import ModelConfig, ViCMAE, patchify, unpatchify
+from vicmae.param_groups import layer_id, param_groups
 from vicmae.pos_embed import sincos_2d
-from vicmae.vit import ViTEncoder, vit_encoder_dims
+from vicmae.vit import ViTArch, ViTEncoder, vit_arch
 
 TINY = dict(arch="vit_pico_patch8", img_size=32, decoder_dim=32, decoder_depth=1, decoder_heads=2)
 
@@ -229,7 +229,14 @@ def test_encoder_sizes_match_timm(arch: str, timm_name: str) -> None:
     assert ours_shapes == theirs_shapes
     n_ours = sum(v.numel() for v in ours.parameters()) + ours.pos_embed.numel()
     assert n_ours == sum(v.numel() for v in theirs.parameters())
-    assert vit_encoder_dims(arch)[0] == theirs.embed_dim
+    spec = vit_arch(arch)
+    assert isinstance(spec, ViTArch)
+    assert (spec.embed_dim, spec.depth, spec.patch_size) == (
+        theirs.embed_dim,
+        len(theirs.blocks),
+        theirs.patch_embed.patch_size[0],
+    )
+    assert spec.num_heads == theirs.blocks[0].attn.num_heads
 
 
 def test_param_groups_no_decay_on_norms_biases_tokens() -> None:

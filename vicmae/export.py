@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from vicmae.checkpoint import load_checkpoint, unwrapped_name
-from vicmae.vit import VIT_ARCHS, vit_encoder_dims
+from vicmae.vit import VIT_ARCHS, vit_arch
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,11 @@ def export_timm(
     n_blocks = len({k.split(".")[1] for k in out if k.startswith("blocks.")})
     got_patch = out["patch_embed.proj.weight"].shape[-1]
     if arch is None:  # a raw state dict: name it by its shapes when a known size fits
-        fits = [a for a, d in VIT_ARCHS.items() if (d[0], d[1], d[3]) == (dim, n_blocks, got_patch)]
+        fits = [
+            name
+            for name, a in VIT_ARCHS.items()
+            if (a.embed_dim, a.depth, a.patch_size) == (dim, n_blocks, got_patch)
+        ]
         summary_arch = fits[0] if fits else None
     else:
         summary_arch = arch
@@ -114,11 +118,11 @@ def export_timm(
         "head_classes": head_classes or 0,
     }
     if arch is not None:
-        e_dim, depth, _, patch = vit_encoder_dims(arch)
-        if (dim, n_blocks, got_patch) != (e_dim, depth, patch):
+        a = vit_arch(arch)
+        if (dim, n_blocks, got_patch) != (a.embed_dim, a.depth, a.patch_size):
             raise ValueError(
                 f"checkpoint encoder (dim {dim}, depth {n_blocks}, patch {got_patch}) "
-                f"is not {arch} (dim {e_dim}, depth {depth}, patch {patch})"
+                f"is not {arch} (dim {a.embed_dim}, depth {a.depth}, patch {a.patch_size})"
             )
     if head_classes:
         out["head.weight"] = torch.zeros(head_classes, dim, dtype=out["cls_token"].dtype)

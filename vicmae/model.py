@@ -20,27 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from vicmae.losses import info_nce, reconstruction_loss
-from vicmae.param_groups import layer_id, param_groups
 from vicmae.pos_embed import sincos_2d
-from vicmae.vit import (
-    VIT_ARCHS,
-    ViTEncoder,
-    fixed_pos_embed_hook,
-    init_weights,
-    make_blocks,
-    vit_encoder_dims,
-)
+from vicmae.vit import ViTEncoder, fixed_pos_embed_hook, init_weights, make_blocks, vit_arch
 
-__all__ = [
-    "ModelConfig",
-    "ViCMAE",
-    "ViCMAEOutput",
-    "layer_id",
-    "param_groups",
-    "patchify",
-    "unpatchify",
-    "vit_encoder_dims",
-]
+__all__ = ["ModelConfig", "ViCMAE", "ViCMAEOutput", "patchify", "unpatchify"]
 
 POOLINGS = ("mean", "max", "gem")
 
@@ -75,8 +58,7 @@ class ModelConfig:
     gather_negatives: bool = True
 
     def __post_init__(self) -> None:
-        vit_encoder_dims(self.arch)  # raises on an unknown name
-        patch = VIT_ARCHS[self.arch][3]
+        patch = vit_arch(self.arch).patch_size  # raises on an unknown name
         if self.img_size % patch:
             raise ValueError(f"img_size {self.img_size} is not a multiple of patch {patch}")
         if not 0.0 <= self.mask_ratio < 1.0:
@@ -262,13 +244,6 @@ class ViCMAE(nn.Module):
             pooled=pooled.transpose(0, 1),  # (N, 2, D)
             mask_views=mask.view(2, N, -1).transpose(0, 1),  # (N, 2, L)
         )
-
-    @torch.no_grad()
-    def reconstruct(self, imgs: Tensor, mask_ratio: float | None = None) -> tuple[Tensor, Tensor]:
-        """imgs: (N, 3, H, W) -> (pred patches (N, L, p*p*3), mask (N, L)), for visualisation."""
-        ratio = self.cfg.mask_ratio if mask_ratio is None else mask_ratio
-        latent, mask, ids_restore = self.forward_encoder(imgs, ratio)
-        return self.forward_decoder(latent, ids_restore), mask
 
     def features(self, imgs: Tensor, pool: str = "cls") -> Tensor:
         """imgs: (N, 3, H, W), no masking -> (N, D): the cls token (paper) or the patch mean."""

@@ -9,6 +9,7 @@ filter, not a conversion. Attention is timm's ``Attention``, which calls
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from timm.layers import LayerNorm, PatchEmbed
@@ -17,27 +18,39 @@ from torch import Tensor, nn
 
 from vicmae.pos_embed import sincos_2d
 
-# name -> (embed_dim, depth, num_heads, patch_size); MLP ratio 4 everywhere, as timm.
-VIT_ARCHS: dict[str, tuple[int, int, int, int]] = {
+
+@dataclass(frozen=True)
+class ViTArch:
+    """A ViT size: token width, blocks, attention heads, patch side (MLP ratio 4, as timm)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    patch_size: int
+
+
+# Names as timm's (without the ``_224`` resolution suffix), sizes as timm and the authors'
+# ``models_vicmae.py`` define them.
+VIT_ARCHS: dict[str, ViTArch] = {
     # Test/demo size only: runs in milliseconds on a CPU at 32x32.
-    "vit_pico_patch8": (64, 2, 2, 8),
-    "vit_tiny_patch16": (192, 12, 3, 16),
-    "vit_small_patch16": (384, 12, 6, 16),
-    "vit_base_patch16": (768, 12, 12, 16),
-    "vit_large_patch16": (1024, 24, 16, 16),
-    "vit_huge_patch14": (1280, 32, 16, 14),
+    "vit_pico_patch8": ViTArch(embed_dim=64, depth=2, num_heads=2, patch_size=8),
+    "vit_tiny_patch16": ViTArch(embed_dim=192, depth=12, num_heads=3, patch_size=16),
+    "vit_small_patch16": ViTArch(embed_dim=384, depth=12, num_heads=6, patch_size=16),
+    "vit_base_patch16": ViTArch(embed_dim=768, depth=12, num_heads=12, patch_size=16),
+    "vit_large_patch16": ViTArch(embed_dim=1024, depth=24, num_heads=16, patch_size=16),
+    "vit_huge_patch14": ViTArch(embed_dim=1280, depth=32, num_heads=16, patch_size=14),
 }
 
 
-def vit_encoder_dims(arch: str) -> tuple[int, int, int, int]:
-    """Return ``(embed_dim, depth, num_heads, patch_size)`` for an architecture name.
+def vit_arch(name: str) -> ViTArch:
+    """The ``ViTArch`` of an architecture name; ValueError naming the choices otherwise.
 
-    Example: ``vit_encoder_dims("vit_base_patch16") == (768, 12, 12, 16)``.
+    Example: ``vit_arch("vit_base_patch16").embed_dim == 768``.
     """
     try:
-        return VIT_ARCHS[arch]
+        return VIT_ARCHS[name]
     except KeyError:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(VIT_ARCHS)}") from None
+        raise ValueError(f"unknown arch {name!r}; choose one of {sorted(VIT_ARCHS)}") from None
 
 
 def init_weights(module: nn.Module) -> None:
@@ -136,8 +149,8 @@ class ViTEncoder(nn.Module):
     @classmethod
     def from_arch(cls, arch: str, img_size: int = 224, drop_path: float = 0.0) -> ViTEncoder:
         """Build by name, e.g. ``ViTEncoder.from_arch("vit_base_patch16")``."""
-        dim, depth, heads, patch = vit_encoder_dims(arch)
-        return cls(img_size, patch, dim, depth, heads, drop_path)
+        a = vit_arch(arch)
+        return cls(img_size, a.patch_size, a.embed_dim, a.depth, a.num_heads, drop_path)
 
     def embed_patches(self, imgs: Tensor) -> Tensor:
         """imgs: (N, 3, H, W) -> patch tokens with positions added: (N, L, D)."""
