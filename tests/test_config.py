@@ -27,7 +27,8 @@ def test_defaults_are_the_papers():
     assert cfg.optim.betas == (0.9, 0.95) and cfg.optim.batch_size == 4096
     assert (cfg.optim.epochs, cfg.optim.warmup_epochs) == (800, 40)
     assert (cfg.loss.contrastive_weight, cfg.loss.contrastive_start_epoch) == (0.025, 200)
-    assert cfg.model.pooling == "mean" and cfg.model.mask_ratio == 0.75
+    assert cfg.model.pooling == "mean" and cfg.model.contrastive == "ntxent"
+    assert cfg.model.mask_ratio == 0.5  # the paper states none: the authors' code's value
 
 
 def test_yaml_then_overrides(tmp_path):

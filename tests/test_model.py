@@ -10,6 +10,7 @@ import timm
 import torch
 from torch import nn
 
+from vicmae.losses import contrastive_loss
 from vicmae.model import ModelConfig, ViCMAE, patchify, unpatchify
 from vicmae.param_groups import layer_id, param_groups
 from vicmae.pos_embed import sincos_2d
@@ -22,6 +23,7 @@ CONFIGS = {
     "max-normpix": ModelConfig(**TINY, pooling="max", norm_pix_loss=True),
     "gem": ModelConfig(**TINY, pooling="gem", projector_dims=(96, 96, 16)),
     "mean-normpix-both": ModelConfig(**TINY, norm_pix_loss=True, reconstruct_both=True),
+    "cross-view": ModelConfig(**TINY, contrastive="cross_view"),
 }
 
 
@@ -172,8 +174,61 @@ def test_pooling_reduces_visible_tokens_without_cls() -> None:
     out = model(_views(2))
     torch.manual_seed(5)
     imgs = _views(2).transpose(0, 1).reshape(4, 3, 32, 32)
-    latent, _, _ = model.forward_encoder(imgs, 0.75)
+    latent, _, _ = model.forward_encoder(imgs, model.cfg.mask_ratio)
     torch.testing.assert_close(out.pooled.transpose(0, 1).reshape(4, -1), latent[:, 1:].mean(1))
+
+
+@pytest.mark.parametrize("norm_pix", [False, True])
+@pytest.mark.parametrize("both", [False, True])
+def test_reconstruction_of_one_or_both_views_and_norm_pix_targets(
+    both: bool, norm_pix: bool
+) -> None:
+    """One view (Algorithm 1) or both averaged (authors' code), pixel or normalised targets."""
+    cfg = ModelConfig(**TINY, reconstruct_both=both, norm_pix_loss=norm_pix)
+    torch.manual_seed(0)
+    model = ViCMAE(cfg).eval()  # eval: no BatchNorm update between the two passes
+    views = _views(4, seed=7)
+    with torch.no_grad():
+        torch.manual_seed(11)
+        out = model(views)
+        # The same noise draws, replayed: one encoder call over the 2N view-major rows.
+        torch.manual_seed(11)
+        imgs = views.transpose(0, 1).reshape(8, 3, 32, 32)
+        latent, mask, ids_restore = model.forward_encoder(imgs, cfg.mask_ratio)
+        pred = model.forward_decoder(latent, ids_restore)
+        target = patchify(imgs, 8)
+        if norm_pix:
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        per_patch = ((pred - target) ** 2).mean(-1)  # (2N, L)
+        view_loss = [
+            (per_patch[v] * mask[v]).sum() / mask[v].sum() for v in (slice(0, 4), slice(4, 8))
+        ]
+    expected = 0.5 * (view_loss[0] + view_loss[1]) if both else view_loss[0]
+    torch.testing.assert_close(out.loss_recon, expected)
+    assert not torch.allclose(view_loss[0], view_loss[1])  # the two choices differ
+    if norm_pix:  # normalised targets are not the pixels: the flag changes the loss
+        plain = ((pred - patchify(imgs, 8)) ** 2).mean(-1)[:4]
+        assert not torch.allclose((plain * mask[:4]).sum() / mask[:4].sum(), view_loss[0])
+
+
+def test_contrastive_form_is_a_config_choice() -> None:
+    torch.manual_seed(0)
+    ntx = ViCMAE(CONFIGS["mean"]).eval()
+    cross = ViCMAE(CONFIGS["cross-view"]).eval()
+    cross.load_state_dict(ntx.state_dict())
+    views = _views(8, seed=2)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = ntx(views)
+        torch.manual_seed(1)
+        b = cross(views)
+    torch.testing.assert_close(a.loss_recon, b.loss_recon)
+    p, z = ntx.projector(a.pooled[:, 0]), ntx.projector(a.pooled[:, 1])
+    torch.testing.assert_close(a.loss_contrastive, contrastive_loss("ntxent", p, z, 0.1))
+    torch.testing.assert_close(b.loss_contrastive, contrastive_loss("cross_view", p, z, 0.1))
+    with pytest.raises(ValueError, match="contrastive"):
+        ModelConfig(**TINY, contrastive="byol")
 
 
 def test_projector_layout_paper_default_and_custom() -> None:
@@ -184,6 +239,19 @@ def test_projector_layout_paper_default_and_custom() -> None:
     assert widths == [(64, 128), (128, 128), (128, 128)]  # up to 2x width, then kept
     custom = ViCMAE(CONFIGS["gem"]).projector
     assert [m.out_features for m in custom if isinstance(m, nn.Linear)] == [96, 96, 16]
+    # The authors' projector (models_vicmae.py), at 4096-4096-128 on a ViT-B's width.
+    with torch.device("meta"):
+        authors = ViCMAE(ModelConfig(projector_dims=(4096, 4096, 128))).projector
+    layout = [
+        (type(m).__name__, getattr(m, "in_features", None), getattr(m, "out_features", None))
+        for m in authors
+    ]
+    assert layout == [
+        ("Linear", 768, 4096), ("BatchNorm1d", None, None), ("ReLU", None, None),
+        ("Linear", 4096, 4096), ("BatchNorm1d", None, None), ("ReLU", None, None),
+        ("Linear", 4096, 128),
+    ]  # fmt: skip
+    assert authors[-1].bias is not None and authors[1].num_features == 4096
 
 
 def test_features_cls_and_mean() -> None:

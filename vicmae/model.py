@@ -2,12 +2,13 @@
 
 Reads like MAE's ``models_mae.py``: ``patchify``, ``random_masking``, ``forward_encoder``,
 ``forward_decoder``, ``forward_loss``, then the ViC-MAE additions ``pool``, ``projector``
-and the InfoNCE loss (paper section 3.2, Algorithm 1, appendix A).
+and the contrastive loss (paper section 3.2, Algorithm 1, appendix A).
 
 Two views of one video (two frames) or of one image (two augmentations) go through the
 same encoder (shared weights: the siamese case with negatives), each with its own random
-mask. View 0 is reconstructed (Algorithm 1 reconstructs f_i only); the visible-token
-outputs of both views are pooled, projected and contrasted.
+mask. View 0 is reconstructed (Algorithm 1 reconstructs f_i only), or both views with
+their losses averaged (the authors' code); the visible-token outputs of both views are
+pooled, projected and contrasted (``vicmae.losses`` has the forms and their sources).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from vicmae.losses import info_nce, reconstruction_loss
+from vicmae.losses import (
+    CONTRASTIVE_FORMS,
+    ContrastiveForm,
+    contrastive_loss,
+    reconstruction_loss,
+)
 from vicmae.pos_embed import sincos_2d
 from vicmae.vit import ViTEncoder, fixed_pos_embed_hook, init_weights, make_blocks, vit_arch
 
@@ -30,31 +36,49 @@ POOLINGS = ("mean", "max", "gem")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Model hyper-parameters; defaults are the paper's (DESIGN.md, "Training defaults")."""
+    """Model hyper-parameters. Defaults are the ``paper`` recipe for ViT-B/16.
 
+    Each value names its source: the paper (table, section, Algorithm 1, appendix A) or,
+    where the paper is silent, the authors' released code (GitHub jeffhernandez1995/ViC-MAE,
+    ``models_vicmae.py``, ``pretrain.py``, ``scripts/pretrain_in1k_k400.sh``). The
+    ``authors`` recipe (``vicmae/configs/authors.yaml``) sets their code's values throughout.
+    """
+
+    # Paper section 4 and Tables 5-7: ViT-B/16 and ViT-L/16.
     arch: str = "vit_base_patch16"
-    img_size: int = 224
-    # Paper follows MAE: 0.75. The authors' released code uses 0.5.
-    mask_ratio: float = 0.75
+    img_size: int = 224  # paper section 4: frames resized to 224; authors: --input_size 224
+    # Paper: no ratio stated (appendix A only "followed [MAE, ST-MAE]"); authors' code
+    # (pretrain.py default and launch script): 0.5.
+    mask_ratio: float = 0.5
+    # Paper section 4: "a small decoder as proposed by He et al." (MAE: 512 wide, 8 blocks);
+    # authors' code: vicmae_vit_{base,large}_patch16_dec512d8b, 16 heads.
     decoder_dim: int = 512
     decoder_depth: int = 8
     decoder_heads: int = 16
-    # Authors' code: True (MAE's normalised-pixel targets); the paper does not use them.
+    # Paper Algorithm 1 and eq. 2: target = patchify(f_i), plain pixels. Authors' code:
+    # True (--norm_pix_loss defaults on; their released checkpoints used it).
     norm_pix_loss: bool = False
-    # Paper Table 4: mean is best; max and GeM are the ablations.
+    # Paper Table 4 and section 5: mean is best (max and GeM are the ablations); authors'
+    # code: torch.mean over the visible tokens, cls excluded.
     pooling: str = "mean"
-    gem_p: float = 3.0
-    # () = the paper's projector (appendix A, following VICReg's expander): Linear to 2x
-    # the encoder width, then two more Linear layers that keep that width; Linear ->
-    # BatchNorm1d -> ReLU twice (section 3.2), the last Linear plain. So for ViT-B:
-    # (1536, 1536, 1536). Authors' code: (4096, 4096, 128).
+    gem_p: float = 3.0  # GeM's exponent (Radenovic et al.); only read with pooling="gem"
+    # Widths of the projector's Linear layers; Linear -> BatchNorm1d -> ReLU for each but
+    # the last, which is a plain Linear (with bias). () = the paper's (appendix A,
+    # following VICReg's expander; section 3.2): 2x the encoder width three times, so
+    # (1536, 1536, 1536) for ViT-B. Authors' code: (4096, 4096, 128).
     projector_dims: tuple[int, ...] = ()
-    # Authors' code: 0.1; the paper gives no value.
+    # Paper eq. 3 and section 3.1 ("the other 2(N - 1) examples are treated as negative
+    # examples"): NT-Xent over 2N rows, same-view negatives included. "cross_view" is
+    # Algorithm 1's N x N form; "ntxent_local_ids" the authors' code exactly (see losses.py).
+    contrastive: ContrastiveForm = "ntxent"
+    # Paper: no value (eq. 3 names tau); authors' code: 0.1.
     temperature: float = 0.1
+    # Paper appendix A: "We do not perform ... path dropping"; authors' code: none.
     drop_path: float = 0.0
-    # Algorithm 1 reconstructs view i only; True also reconstructs view j (mean of both).
+    # Paper Algorithm 1 and section 3.2 reconstruct view i only. Authors' code: both views,
+    # 0.5 x (loss_1 + loss_2).
     reconstruct_both: bool = False
-    # Negatives from the whole global batch (all-gather with gradients), as the authors' code.
+    # Paper: silent. Authors' code: negatives from every GPU (all-gather with gradients).
     gather_negatives: bool = True
 
     def __post_init__(self) -> None:
@@ -65,6 +89,10 @@ class ModelConfig:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.contrastive not in CONTRASTIVE_FORMS:
+            raise ValueError(
+                f"contrastive must be one of {CONTRASTIVE_FORMS}, got {self.contrastive!r}"
+            )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         # YAML gives lists; keep the dataclass hashable and immutable.
@@ -84,7 +112,7 @@ class ViCMAEOutput(NamedTuple):
     """What ``ViCMAE.forward`` returns (a NamedTuple: DDP and torch.compile handle it)."""
 
     loss_recon: Tensor  # () masked-patch MSE
-    loss_contrastive: Tensor  # () symmetrised InfoNCE
+    loss_contrastive: Tensor  # () the ``cfg.contrastive`` form
     pred: Tensor  # (N, L, p*p*3) view 0's predicted patches
     mask: Tensor  # (N, L) view 0's mask, 1 = masked
     pooled: Tensor  # (N, 2, D) pooled visible-token features of both views
@@ -213,7 +241,7 @@ class ViCMAE(nn.Module):
         return x.pow(1.0 / p).to(tokens.dtype)
 
     def forward(self, views: Tensor, mask_ratio: float | None = None) -> ViCMAEOutput:
-        """views: (N, 2, 3, H, W) normalised images; view 0 is reconstructed.
+        """views: (N, 2, 3, H, W) normalised images; view 0 (or both) is reconstructed.
 
         Returns ``ViCMAEOutput``; the trainer combines ``loss_recon + lambda * loss_contrastive``.
         """
@@ -227,11 +255,16 @@ class ViCMAE(nn.Module):
         latent, mask, ids_restore = self.forward_encoder(imgs, ratio)  # (2N, 1+K, D), (2N, L)
 
         pooled = self.pool(latent[:, 1:, :]).view(2, N, -1)  # (2, N, D), cls excluded
-        # Projector per view, as Algorithm 1: BatchNorm statistics are per view.
+        # Projector per view, as Algorithm 1 and the authors' code: BatchNorm statistics
+        # are per view.
         p = self.projector(pooled[0])  # (N, d)
         z = self.projector(pooled[1])  # (N, d)
-        loss_contrastive = info_nce(p, z, self.cfg.temperature, self.cfg.gather_negatives)
+        loss_contrastive = contrastive_loss(
+            self.cfg.contrastive, p, z, self.cfg.temperature, self.cfg.gather_negatives
+        )
 
+        # Both views: one masked mean over the 2N rows. Every row masks the same number of
+        # patches, so this is exactly the authors' 0.5 x (loss_view0 + loss_view1).
         n_rec = 2 * N if self.cfg.reconstruct_both else N
         pred = self.forward_decoder(latent[:n_rec], ids_restore[:n_rec])  # (n_rec, L, p*p*3)
         loss_recon = self.forward_loss(imgs[:n_rec], pred, mask[:n_rec])
