@@ -138,6 +138,7 @@ class _ProgressView:
         )
         self.task = self.bar.add_task("convert", total=None, rates="", skipped=0)
         self.base: tuple[float, int, int] | None = None
+        self.phase = "convert"
 
     def __enter__(self) -> _ProgressView:
         return self  # the bar starts with the first update: errors before it print alone
@@ -149,20 +150,26 @@ class _ProgressView:
         self.bar.stop()
 
     def update(self, p) -> None:
-        # Rates count only this run's work, not the items resumed from the cache.
+        # Rates count only this run's work, not the items resumed from the cache; the
+        # write phase counts samples written, from 0 again.
+        if p.phase != self.phase:
+            self.phase, self.base = p.phase, None
         if self.base is None:
             self.base = (p.elapsed, p.done, p.frames)
             self.bar.start()
         seconds = max(p.elapsed - self.base[0], 1e-9)
         items_s = (p.done - self.base[1]) / seconds
         frames_s = (p.frames - self.base[2]) / seconds
+        rates = f"{items_s:.1f} items/s {frames_s:.0f} frames/s"
+        if p.phase == "write":
+            rates = f"{items_s:.1f} samples/s"
         self.bar.update(
             self.task,
             description="write .beton" if p.phase == "write" else "convert",
             total=p.total,
             completed=p.done,
             skipped=p.skipped,
-            rates=f"{items_s:.1f} items/s {frames_s:.0f} frames/s",
+            rates=rates,
         )
 
 

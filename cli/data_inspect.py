@@ -175,13 +175,20 @@ def merge_cmd(
         help="auto: keep labels of one dataset's shards, offset different datasets; "
         "offset: shift every input past the previous; keep: never change labels.",
     ),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="ffcv writer processes."),
+    workers: int = typer.Option(4, "--workers", "-w", min=1, help="Threads reading the inputs."),
+    skip_damaged: bool = typer.Option(
+        False,
+        "--skip-damaged",
+        help="Leave out samples whose frames fail their CRC32 check (listed in the report) "
+        "instead of stopping at the first one.",
+    ),
 ) -> None:
     """Join .beton files (shards, or an image and a video dataset) without re-encoding.
 
     Example: vicmae-data merge k400.0.beton k400.1.beton --out k400.beton
     """
     from vicmae_data.format.beton import BetonError
+    from vicmae_data.write.beton_writer import BetonWriteError
     from vicmae_data.write.merge import MergeWarning, merge
 
     for p in inputs:
@@ -189,15 +196,25 @@ def merge_cmd(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = merge(inputs, out, relabel=relabel.value, num_workers=workers)
-        except (BetonError, ValueError, OSError) as exc:
+            result = merge(
+                inputs, out, relabel=relabel.value, num_workers=workers, skip_damaged=skip_damaged
+            )
+        except (BetonError, BetonWriteError, ValueError, OSError) as exc:
             fail(str(exc))
     for w in caught:
         if issubclass(w.category, MergeWarning):
             err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+    for entry in result.damaged:
+        err_console.print(
+            f"[yellow]skipped[/] {entry['path']} sample {entry['index']} ({entry['source']}): "
+            f"{entry['reason']}",
+            highlight=False,
+            soft_wrap=True,
+        )
     extra = f" (+ {result.report.name})" if result.report else ""
     console.print(
-        f"wrote {result.out}: {result.plan.total:,} samples from {len(inputs)} files{extra}",
+        f"wrote {result.out}: {result.plan.total - len(result.damaged):,} samples from "
+        f"{len(inputs)} files{extra}",
         soft_wrap=True,
     )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
 import zlib
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app
-from vicmae_data.format.beton import BetonFile, Sample
+from vicmae_data.format.beton import BetonError, BetonFile, Sample
 from vicmae_data.format.frames import FrameList
 from vicmae_data.inspect.info import info
 from vicmae_data.write.beton_writer import write_beton
@@ -117,14 +116,14 @@ def test_relabel_modes(files):
     assert any("different classes" in n for n in kept.notes)
 
 
-def test_merged_samples_pickle_and_read_lazily(files):
+def test_merged_samples_read_lazily(files):
     seq = MergedSamples(plan_merge([files["k0"], files["k1"]]))
-    assert seq[5].meta["source"] == "kinetics400/k.1/1"  # opens the file on first use
-    clone = pickle.loads(pickle.dumps(seq))
-    assert clone._open == {}  # no open file travels to a worker
-    assert len(clone) == 7 and clone[6].meta == seq[6].meta
+    assert seq._open == {}  # nothing opened before a sample is asked for
+    assert seq[5].meta["source"] == "kinetics400/k.1/1"
+    assert list(seq._open) == [1]  # only the file holding sample 5
+    assert len(seq) == 7 and seq[6].meta["source"].startswith("kinetics400/k.1/")
     with pytest.raises(IndexError):
-        clone[7]
+        seq[7]
 
 
 def test_merge_refuses_to_overwrite_an_input(files):
@@ -178,3 +177,41 @@ def test_merge_cli_bad_input_is_one_line_exit_2(files, tmp_path, bad):
     err = result.stderr.strip()
     assert err.startswith("error:") and "\n" not in err and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- damaged inputs
+
+
+@pytest.fixture
+def damaged(files, tmp_path) -> Path:
+    """A copy of k.1.beton whose sample 1 has one flipped byte in its frame bytes."""
+    bad = tmp_path / "k.1.damaged.beton"
+    data = bytearray(files["k1"].read_bytes())
+    row = BetonFile(files["k1"]).frames_meta[1]
+    data[int(row["ptr"]) + int(row["size"]) - 3] ^= 0x5A
+    bad.write_bytes(bytes(data))
+    return bad
+
+
+def test_merge_stops_at_a_damaged_sample_instead_of_resigning_it(files, damaged, tmp_path):
+    out = tmp_path / "out.beton"
+    with pytest.raises(BetonError, match=r"sample 1 \(kinetics400/k.1/1\) fails its CRC32"):
+        merge([files["k0"], damaged], out)
+    assert not out.exists() and not list(tmp_path.glob(".out.beton*"))
+    result = runner.invoke(app, ["merge", str(files["k0"]), str(damaged), "-o", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--skip-damaged" in result.stderr and result.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_merge_can_skip_damaged_samples_and_lists_them(files, damaged, tmp_path):
+    out = tmp_path / "out.beton"
+    result = merge([files["k0"], damaged], out, skip_damaged=True)
+    assert [d["index"] for d in result.damaged] == [1] and result.damaged[0]["path"] == str(damaged)
+    merged = BetonFile(out)
+    assert len(merged) == 4 + 2
+    assert all(merged.checksum_ok(i) for i in range(len(merged)))
+    sources = [merged.meta(i)["source"] for i in range(len(merged))]
+    assert "kinetics400/k.1/1" not in sources
+    report = json.loads((tmp_path / "out.beton.report.json").read_text())
+    assert report["damaged"][0]["source"] == "kinetics400/k.1/1"

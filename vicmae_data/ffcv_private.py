@@ -13,7 +13,9 @@ public way to do is here, each with the reason:
   its reader into the compiled graph. :class:`FileLoader` swaps the manager and rebuilds
   the graph from the Loader's attributes (``pipeline_specs``, ``field_name_to_f_ix``).
 - The epoch a Loader runs next is its ``next_epoch`` attribute.
-- ffcv's writer draws a tqdm bar on stderr with no option to turn it off.
+
+(Files are written by :mod:`vicmae_data.write.beton_writer`, from ``ffcv.types``' format
+definitions and the fields' public ``encode``, not by ffcv's ``DatasetWriter``.)
 
 A newer ffcv may rename any of these; :func:`check_ffcv_version` warns once when the
 installed version is not the one this module was written for.
@@ -21,12 +23,11 @@ installed version is not the one this module was written for.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.metadata
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ffcv.loader import Loader
@@ -59,20 +60,6 @@ def check_ffcv_version() -> None:
             "vicmae_data/ffcv_private.py uses ffcv internals that may have changed",
             stacklevel=2,
         )
-
-
-@contextlib.contextmanager
-def quiet_writer_progress(show: bool) -> Iterator[None]:
-    """ffcv's writer always draws a tqdm bar on stderr; our CLIs draw their own with rich."""
-    import ffcv.writer
-    from tqdm import tqdm
-
-    original = ffcv.writer.tqdm
-    ffcv.writer.tqdm = functools.partial(tqdm, disable=not show)
-    try:
-        yield
-    finally:
-        ffcv.writer.tqdm = original
 
 
 class OrderFactory(TraversalOrder):

@@ -1,62 +1,269 @@
-"""Write samples into a .beton (atomically), with ffcv's writer."""
+"""Write samples into a .beton that ffcv's ``Reader`` and ``Loader`` open, with no padding.
+
+This replaces ffcv 1.0.2's ``DatasetWriter`` (deliberately: see :mod:`vicmae_data.format.
+pages` for the bytes it wastes, and its progress loop polls a counter without watching its
+worker processes, so a worker that dies on a full disk or a bad sample leaves it waiting
+forever). The frames are already encoded: writing is copying, so one process does it, and
+an error surfaces here at once as a :class:`BetonWriteError` naming the cause.
+
+The file is ffcv's format, built from ffcv's own definitions (``ffcv.types``: header,
+field descriptors, metadata and allocation-table dtypes) and its public field API (each
+field's ``encode(destination, value, malloc)`` fills its metadata row and asks ``malloc``
+for the bytes it stores)::
+
+    header | field descriptors | metadata table | frame blobs, packed into pages
+    | JSON metas, back to back | allocation table
+
+1. :func:`~vicmae_data.format.pages.choose_page_size` places every frame blob before a
+   single frame is read (the caller passes the blob sizes, which the resume cache and input
+   files know), starting right after the metadata table;
+2. samples are read in index order (a few threads ahead) and each blob is written where the
+   plan put it (``os.pwrite``); the JSON metas go, in index order, after the last blob, so
+   ``info`` reads them all in one sweep, none across a page boundary;
+3. the allocation table and the header go last; the whole file through
+   :func:`vicmae_data.atomic.atomic_path`, so it appears complete or not at all.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+
+import numpy as np
+from ffcv.types import (
+    ALLOC_TABLE_TYPE,
+    CURRENT_VERSION,
+    TYPE_ID_HANDLER,
+    FieldDescType,
+    HeaderType,
+    get_metadata_type,
+)
 
 from vicmae_data.atomic import atomic_path
-from vicmae_data.ffcv_private import quiet_writer_progress
 from vicmae_data.format.beton import Sample, beton_fields
-from vicmae_data.format.frames import FrameList
-from vicmae_data.format.pages import page_size_for
+from vicmae_data.format.frames import packed_size
+from vicmae_data.format.pages import PagePlan, choose_page_size
+
+# Reading a sample (a part file, or a sample of another .beton) is I/O: a few threads keep
+# the disk busy while this one copies; more only adds memory (each holds one sample).
+READ_AHEAD_THREADS = 4
+
+
+class BetonWriteError(RuntimeError):
+    """The .beton could not be written (disk full, read-only folder, a bad sample)."""
+
+
+@dataclass(frozen=True)
+class WriteStats:
+    """What a write produced; ``padding`` counts bytes that hold nothing (gaps)."""
+
+    path: Path
+    samples: int
+    page_size: int
+    file_bytes: int
+    stored_bytes: int  # frame blobs and JSON metas
+    table_bytes: int  # header, field descriptors, metadata table, allocation table
+
+    @property
+    def padding(self) -> int:
+        return self.file_bytes - self.stored_bytes - self.table_bytes
 
 
 def write_beton(
     path: str | os.PathLike,
     samples: Sequence[Sample],
     *,
-    max_sample_bytes: int | None = None,
-    num_workers: int = 1,
-    show_progress: bool = False,
+    frame_sizes: Sequence[int] | None = None,
+    num_workers: int = READ_AHEAD_THREADS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Write ``samples`` to ``path`` atomically (:func:`vicmae_data.atomic.atomic_path`).
+    """Write ``samples`` to ``path`` atomically; see :func:`write_beton_stats`."""
+    return write_beton_stats(
+        path, samples, frame_sizes=frame_sizes, num_workers=num_workers, progress=progress
+    ).path
 
-    ``samples`` may be any indexable sequence (it is read by ffcv's writer processes, so
-    it must be picklable and cheap to index). ``max_sample_bytes`` sizes the page; when
-    omitted it is measured from the samples. ``show_progress`` lets ffcv draw its own
-    progress bar.
+
+def write_beton_stats(
+    path: str | os.PathLike,
+    samples: Sequence[Sample],
+    *,
+    frame_sizes: Sequence[int] | None = None,
+    num_workers: int = READ_AHEAD_THREADS,
+    progress: Callable[[int, int], None] | None = None,
+) -> WriteStats:
+    """Write ``samples`` (any indexable sequence of :class:`Sample`) to ``path``.
+
+    ``frame_sizes[i]`` is the packed size of sample ``i``'s frame blob
+    (:func:`~vicmae_data.format.frames.packed_size`); when omitted every sample is read
+    once more to measure it. ``num_workers`` threads read samples ahead of the writer.
+    ``progress(done, total)`` is called as samples are written. Raises
+    :class:`BetonWriteError` (one line, naming the cause) when the file cannot be written;
+    nothing is then left under ``path``.
     """
-    from ffcv.writer import DatasetWriter
-
     path = Path(path)
-    if len(samples) == 0:
+    n = len(samples)
+    if n == 0:
         raise ValueError("nothing to write: no samples")
-    if max_sample_bytes is None:
-        max_sample_bytes = max(samples[i].nbytes for i in range(len(samples)))
-    with atomic_path(path) as tmp:
-        writer = DatasetWriter(
-            str(tmp),
-            beton_fields(),
-            page_size=page_size_for(max_sample_bytes),
-            num_workers=max(1, num_workers),
-        )
-        with quiet_writer_progress(show_progress):
-            writer.from_indexed_dataset(_AsTuples(samples))
-    return path
+    if frame_sizes is None:
+        frame_sizes = [packed_size(samples[i].frames.frames) for i in range(n)]
+    if len(frame_sizes) != n:
+        raise ValueError(f"{len(frame_sizes)} frame sizes for {n} samples")
+    fields = beton_fields()
+    metadata = np.zeros(n, dtype=get_metadata_type(list(fields.values())))
+    descriptors = _field_descriptors(fields)
+    tables_start = HeaderType.itemsize + descriptors.nbytes
+    plan = choose_page_size(frame_sizes, tables_start + metadata.nbytes)
+    try:
+        with atomic_path(path) as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                allocations, end = _write_samples(
+                    fd, samples, frame_sizes, metadata, plan, num_workers, progress
+                )
+                table = np.array(allocations, dtype=ALLOC_TABLE_TYPE)
+                _pwrite_all(fd, table.tobytes(), end)
+                header = np.zeros(1, dtype=HeaderType)
+                header["version"] = CURRENT_VERSION
+                header["num_fields"] = len(fields)
+                header["page_size"] = plan.page_size
+                header["num_samples"] = n
+                header["alloc_table_ptr"] = end
+                _pwrite_all(fd, header.tobytes() + descriptors.tobytes() + metadata.tobytes(), 0)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        raise BetonWriteError(f"{path}: cannot write ({_os_cause(exc)})") from None
+    stored = int(sum(int(size) for _, _, size in allocations))
+    return WriteStats(
+        path=path,
+        samples=n,
+        page_size=plan.page_size,
+        file_bytes=end + table.nbytes,
+        stored_bytes=stored,
+        table_bytes=tables_start + metadata.nbytes + table.nbytes,
+    )
 
 
-class _AsTuples:
-    """Adapts a sequence of :class:`Sample` to the tuples ffcv's writer expects."""
+def _os_cause(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "disk full"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"the folder is not writable: {exc.strerror}"
+    return exc.strerror or str(exc)
 
-    def __init__(self, samples: Sequence[Sample]) -> None:
-        self.samples = samples
 
-    def __len__(self) -> int:
-        return len(self.samples)
+def _field_descriptors(fields: dict) -> np.ndarray:
+    """ffcv's field descriptor table, filled as ``DatasetWriter.prepare`` fills it."""
+    descriptors = np.zeros(len(fields), dtype=FieldDescType)
+    type_ids = {handler: type_id for type_id, handler in TYPE_ID_HANDLER.items()}
+    for i, (name, field) in enumerate(fields.items()):
+        encoded = np.frombuffer(name.encode("ascii"), dtype="<u1")[:16]
+        descriptors[i]["type_id"] = type_ids.get(type(field), 255)
+        descriptors[i]["name"][: len(encoded)] = encoded
+        descriptors[i]["arguments"][:] = field.to_binary()[0]
+    return descriptors
 
-    def __getitem__(self, index: int) -> tuple[FrameList, int, dict[str, Any]]:
-        s = self.samples[index]
-        return s.frames, int(s.label), s.meta
+
+class _Allocator:
+    """ffcv's ``malloc`` for the fields' ``encode``: planned addresses, no page crossing."""
+
+    def __init__(self, plan: PagePlan, frame_sizes: Sequence[int]) -> None:
+        self.plan = plan
+        self.frame_sizes = frame_sizes
+        self.meta_cursor = plan.end  # metas go after the last frame blob
+        self.allocations: list[tuple[int, int, int]] = []
+        self.sample = -1
+        self.writes: list[tuple[int, np.ndarray]] = []
+
+    def start(self, sample: int) -> None:
+        self.sample = sample
+        self.writes = []
+
+    def malloc(self, size: int, *, blob: bool) -> tuple[int, np.ndarray]:
+        i, page = self.sample, self.plan.page_size
+        if blob:  # the frame blob goes where the plan put it
+            if size != int(self.frame_sizes[i]):
+                raise BetonWriteError(
+                    f"sample {i}: its frames take {size} bytes, {int(self.frame_sizes[i])} "
+                    "were announced (did the input change while it was being written?)"
+                )
+            ptr = int(self.plan.addresses[i])
+        else:  # a meta: next in the meta region, never across a page boundary
+            if self.meta_cursor // page != (self.meta_cursor + size - 1) // page:
+                self.meta_cursor = (self.meta_cursor // page + 1) * page
+            ptr = self.meta_cursor
+            self.meta_cursor += size
+        buffer = np.empty(size, dtype=np.uint8)
+        self.writes.append((ptr, buffer))
+        self.allocations.append((i, ptr, size))
+        return ptr, buffer
+
+
+def _write_samples(
+    fd: int,
+    samples: Sequence[Sample],
+    frame_sizes: Sequence[int],
+    metadata: np.ndarray,
+    plan: PagePlan,
+    num_workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[list[tuple[int, int, int]], int]:
+    """Encode and write every sample; returns the allocations and the end of the data."""
+    fields = list(beton_fields().values())  # frames, label, meta: the on-disk order
+    names = metadata.dtype.names
+    alloc = _Allocator(plan, frame_sizes)
+    n = len(samples)
+    for i, sample in _read_ahead(samples, num_workers):
+        alloc.start(i)
+        values = (sample.frames, int(sample.label), sample.meta)
+        for k, (field, value) in enumerate(zip(fields, values, strict=True)):
+            field.encode(metadata[names[k]][i : i + 1], value, partial(alloc.malloc, blob=k == 0))
+        for ptr, buffer in alloc.writes:
+            _pwrite_all(fd, buffer, ptr)
+        if progress is not None:
+            progress(i + 1, n)
+    return alloc.allocations, alloc.meta_cursor
+
+
+def _read_ahead(samples: Sequence[Sample], threads: int) -> Iterator[tuple[int, Sample]]:
+    """``(i, samples[i])`` in order, read by ``threads`` threads a few samples ahead."""
+    n = len(samples)
+
+    def read(i: int) -> Sample:
+        try:
+            return samples[i]
+        except OSError as exc:  # not the output's fault: say so before the caller's except
+            raise BetonWriteError(f"sample {i}: cannot read its input ({_os_cause(exc)})") from None
+
+    if threads <= 1:
+        for i in range(n):
+            yield i, read(i)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="beton-read") as pool:
+        pending: deque[Future] = deque()
+        nxt = 0
+        try:
+            for i in range(n):
+                while nxt < n and len(pending) < 2 * threads:
+                    pending.append(pool.submit(read, nxt))
+                    nxt += 1
+                yield i, pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _pwrite_all(fd: int, data: bytes | np.ndarray, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written

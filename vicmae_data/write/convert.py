@@ -10,7 +10,7 @@
    result, good or skipped, to the resume cache ``FILE.beton.parts/``; items already
    there are not converted again, so a rerun after a kill resumes.
 4. The .beton is assembled from the cache in listing order (atomically, by
-   :func:`vicmae_data.format.beton.write_beton`), ``FILE.beton.report.json`` is written, the
+   :func:`vicmae_data.write.beton_writer.write_beton`), ``FILE.beton.report.json`` is written, the
    cache is removed.
 
 Splitting a dataset over a Slurm job array, then joining the shards::
@@ -65,7 +65,7 @@ class ConvertProgress:
     """Where a conversion stands; passed to the ``progress`` callback after every item."""
 
     phase: str  # "convert", then "write" while the .beton is assembled
-    done: int  # items finished, resumed ones included
+    done: int  # items finished, resumed ones included ("write": samples written)
     total: int
     resumed: int  # items found in the resume cache at start
     frames: int
@@ -253,8 +253,17 @@ def convert(
             f"{report_path_for(out)})"
         )
 
+    # The writer imports ffcv (and torch): only now, so the command starts at once.
+    from vicmae_data.write.beton_writer import BetonWriteError
+
     tally.emit("write")
-    _assemble(out, ok, headers, workers)
+    try:
+        _assemble(out, ok, headers, workers, tally.emit_written)
+    except BetonWriteError as exc:
+        raise ConvertError(
+            f"{exc}; the {len(ok)} converted items stay in {cache.directory}: "
+            "rerun the same command to write the file without converting again"
+        ) from None
     _write_report(out, report, start, tally.frames, tally.nbytes, resumed, len(jobs))
     cache.remove()
     return report
@@ -283,6 +292,7 @@ class _Tally:
     ) -> None:
         self.total, self.resumed, self.start, self.progress = total, resumed, start, progress
         self.done = self.frames = self.nbytes = self.skipped = 0
+        self.last_write = 0.0
 
     def add(self, header: dict[str, Any]) -> None:
         self.done += 1
@@ -291,6 +301,25 @@ class _Tally:
             self.nbytes += int(header["nbytes"])
         else:
             self.skipped += 1
+
+    def emit_written(self, written: int, total: int) -> None:
+        """Write-phase progress: ``done``/``total`` count samples written to the file."""
+        now = time.perf_counter()
+        if self.progress is None or (written < total and now - self.last_write < 0.5):
+            return
+        self.last_write = now
+        self.progress(
+            ConvertProgress(
+                "write",
+                written,
+                total,
+                self.resumed,
+                self.frames,
+                self.nbytes,
+                self.skipped,
+                now - self.start,
+            )
+        )
 
     def emit(self, phase: str) -> None:
         if self.progress is not None:
@@ -413,21 +442,21 @@ class _CachedSamples:
 
 
 def _assemble(
-    out: Path, ok: Sequence[Job], headers: Sequence[dict[str, Any] | None], workers: int
+    out: Path,
+    ok: Sequence[Job],
+    headers: Sequence[dict[str, Any] | None],
+    workers: int,
+    progress: Callable[[int, int], None],
 ) -> None:
     from vicmae_data.write.beton_writer import write_beton
 
-    # Page size from the headers alone: the offset table plus the frames.
-    largest = max(
+    # Every blob's size from the headers alone (offset table plus frames): the writer
+    # places them all before reading a frame.
+    sizes = [
         4 * (int(h["num_frames"]) + 1) + int(h["nbytes"])  # type: ignore[index]
         for h in (headers[job.index] for job in ok)
-    )
-    write_beton(
-        out,
-        _CachedSamples(ok),
-        max_sample_bytes=largest,
-        num_workers=max(1, min(workers, len(ok) // 64 + 1)),
-    )
+    ]
+    write_beton(out, _CachedSamples(ok), frame_sizes=sizes, progress=progress)
 
 
 def _write_report(

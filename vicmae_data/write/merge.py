@@ -158,39 +158,77 @@ def plan_merge(inputs: Sequence[str | os.PathLike], relabel: RelabelMode = "auto
 class MergedSamples(Sequence[Sample]):
     """The inputs' samples end to end, relabelled by ``plan``, read on ``__getitem__``.
 
-    Picklable (ffcv's writer hands it to worker processes): only the paths travel; each
-    process opens the files on first use.
+    Each read checks the sample's CRC32 and raises :class:`BetonError` when it fails.
+    :meth:`drop_damaged` leaves out the samples that fail, after checking them all.
     """
 
     def __init__(self, plan: MergePlan) -> None:
         self.plan = plan
-        self._ends = np.cumsum(plan.lengths)
         self._open: dict[int, BetonFile] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"plan": self.plan, "_ends": self._ends, "_open": {}}
+        # (input, index in it) of every sample written, in order.
+        self._where = np.concatenate(
+            [np.stack([np.full(n, k), np.arange(n)], axis=1) for k, n in enumerate(plan.lengths)]
+        ).astype(np.int64)
 
     def __len__(self) -> int:
-        return self.plan.total
+        return len(self._where)
 
-    def _locate(self, index: int) -> tuple[int, int]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"sample {index} out of range for {len(self)} merged samples")
-        k = int(np.searchsorted(self._ends, index, side="right"))
-        start = int(self._ends[k - 1]) if k else 0
-        return k, index - start
+    def _file(self, k: int) -> BetonFile:
+        beton = self._open.get(k)
+        if beton is None:  # threads may both open it: harmless, both are read-only
+            beton = self._open[k] = BetonFile(self.plan.inputs[k])
+        return beton
+
+    def frame_sizes(self) -> list[int]:
+        """The stored size of every sample's frame blob (from the inputs' tables)."""
+        inputs = range(len(self.plan.inputs))
+        sizes = [np.asarray(self._file(k).frames_meta["size"]) for k in inputs]
+        return [int(sizes[k][i]) for k, i in self._where]
+
+    def drop_damaged(self) -> list[dict[str, Any]]:
+        """Check every sample's CRC32; drop and return (path, index, source, reason) of bad ones."""
+        damaged, keep = [], []
+        for row, (k, i) in enumerate(self._where):
+            beton = self._file(int(k))
+            if beton.checksum_ok(int(i)):
+                keep.append(row)
+                continue
+            damaged.append(
+                {
+                    "path": self.plan.inputs[k],
+                    "index": int(i),
+                    "source": _source_of(beton, int(i)),
+                    "reason": "CRC32 mismatch: the frame bytes changed after they were written",
+                }
+            )
+        self._where = self._where[keep]
+        return damaged
 
     def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
-        k, local = self._locate(int(index))
-        if k not in self._open:
-            self._open[k] = BetonFile(self.plan.inputs[k])
-        sample = self._open[k].sample(local)
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} merged samples")
+        k, local = (int(x) for x in self._where[index])
+        beton = self._file(k)
+        if not beton.checksum_ok(local):
+            raise BetonError(
+                f"{self.plan.inputs[k]}: sample {local} ({_source_of(beton, local)}) fails its "
+                "CRC32 check; `vicmae-data verify` lists the damaged samples, "
+                "`merge --skip-damaged` leaves them out"
+            )
+        sample = beton.sample(local)
         if not self.plan.relabelled:
             return sample
         meta = dict(sample.meta)
         meta["orig_label"] = sample.label
         meta.setdefault("dataset", Path(self.plan.inputs[k]).stem)
         return Sample(sample.frames, sample.label + self.plan.offsets[k], meta)
+
+
+def _source_of(beton: BetonFile, index: int) -> str:
+    try:
+        return str(beton.meta(index).get("source", "?"))
+    except Exception:  # a damaged meta must not hide the damage being reported
+        return "?"
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -207,11 +245,16 @@ def report_path(beton: str | os.PathLike) -> Path:
 
 
 def merge_reports(
-    inputs: Sequence[str | os.PathLike], out: str | os.PathLike, written: int
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    written: int,
+    damaged: Sequence[dict[str, Any]] = (),
 ) -> Path | None:
-    """Join the inputs' ``.report.json`` files, if any: lists concatenated, counts summed.
+    """Join the inputs' ``.report.json`` files, if any: lists concatenated, counts summed;
+    samples left out as ``damaged`` are listed under that key.
 
-    Returns the merged report's path, or None when no input has a report.
+    Returns the merged report's path, or None when no input has a report and none was
+    damaged.
     """
     found = [(str(p), report_path(p)) for p in inputs]
     reports: list[tuple[str, dict[str, Any]]] = []
@@ -223,7 +266,7 @@ def merge_reports(
                 warnings.warn(
                     f"{rp}: unreadable report, left out of the merge ({exc})", stacklevel=2
                 )
-    if not reports:
+    if not reports and not damaged:
         return None
     merged: dict[str, Any] = {}
     for _, rep in reports:
@@ -233,6 +276,8 @@ def merge_reports(
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 merged[key] = merged.get(key, 0) + value
     merged["written"] = written
+    if damaged:
+        merged["damaged"] = list(damaged)
     merged["merged_from"] = [{"path": src, "report": rp.is_file()} for src, rp in found]
     dest = report_path(out)
     write_text_atomic(dest, json.dumps(merged, indent=2))
@@ -244,6 +289,7 @@ class MergeResult:
     out: Path
     plan: MergePlan
     report: Path | None
+    damaged: tuple[dict[str, Any], ...] = ()
 
 
 def merge(
@@ -251,9 +297,16 @@ def merge(
     out: str | os.PathLike,
     *,
     relabel: RelabelMode = "auto",
-    num_workers: int = 1,
+    num_workers: int = 4,
+    skip_damaged: bool = False,
 ) -> MergeResult:
     """Write the samples of ``inputs`` in order to ``out`` (atomically), copying WebP bytes.
+
+    Every sample's frame bytes are checked against the CRC32 they were written with before
+    they are copied: a merge never re-signs damaged bytes. By default the first damaged
+    sample stops the merge (:class:`BetonError` naming it; nothing is written);
+    ``skip_damaged=True`` checks every sample first, leaves the damaged ones out and lists
+    them in the merged report (``damaged``). ``num_workers`` threads read the inputs.
 
     Example::
 
@@ -268,7 +321,14 @@ def merge(
     for note in plan.notes:
         warnings.warn(note, MergeWarning, stacklevel=2)
     samples = MergedSamples(plan)
-    write_beton(out, samples, max_sample_bytes=plan.max_sample_bytes, num_workers=num_workers)
-    log.info("merged %d samples from %d files into %s", plan.total, len(plan.inputs), out)
-    report = merge_reports(plan.inputs, out, plan.total)
-    return MergeResult(out=out, plan=plan, report=report)
+    damaged: list[dict[str, Any]] = []
+    if skip_damaged:
+        damaged = samples.drop_damaged()
+        for entry in damaged:
+            log.warning("skipped %s sample %d: %s", entry["path"], entry["index"], entry["reason"])
+        if len(samples) == 0:
+            raise BetonError("nothing to merge: every sample fails its CRC32 check")
+    write_beton(out, samples, frame_sizes=samples.frame_sizes(), num_workers=num_workers)
+    log.info("merged %d samples from %d files into %s", len(samples), len(plan.inputs), out)
+    report = merge_reports(plan.inputs, out, len(samples), damaged)
+    return MergeResult(out=out, plan=plan, report=report, damaged=tuple(damaged))
