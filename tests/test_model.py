@@ -334,14 +334,35 @@ def test_layer_id_and_layer_decay_scales() -> None:
     assert scale["norm.weight"] == 1.0
 
 
-def test_load_at_another_resolution_keeps_fixed_positions() -> None:
-    """Fine-tuning/probing at another size: the sin-cos tables are rebuilt, weights load."""
+def _bicubic_reference(table: torch.Tensor, grid: int, antialias: bool) -> torch.Tensor:
+    """The grid resampled bicubically, cls row kept: timm's loading with ``antialias=True``,
+    MAE's / the authors' ``interpolate_pos_embed`` with False."""
+    old = int((table.shape[1] - 1) ** 0.5)
+    cells = table[:, 1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)  # (1, D, G, G)
+    cells = torch.nn.functional.interpolate(
+        cells, size=(grid, grid), mode="bicubic", align_corners=False, antialias=antialias
+    )
+    return torch.cat([table[:, :1], cells.permute(0, 2, 3, 1).flatten(1, 2)], dim=1)
+
+
+def test_load_at_another_resolution_resamples_the_pretrained_positions() -> None:
+    """Fine-tuning/probing at another size: the checkpoint's tables resampled, weights load."""
     torch.manual_seed(0)
     src = ViCMAE(CONFIGS["mean"])
     big = ViCMAE(dataclasses.replace(CONFIGS["mean"], img_size=48))
     big.load_state_dict(src.state_dict())
     assert big.encoder.pos_embed.shape == (1, 1 + 36, 64)
-    torch.testing.assert_close(big.encoder.pos_embed[0], sincos_2d(64, 6, cls_token=True))
+    assert big.decoder_pos_embed.shape == (1, 1 + 36, 32)
+    # Bicubic as timm loads a checkpoint (antialiased), cls row kept ...
+    ref = _bicubic_reference(src.encoder.pos_embed, 6, antialias=True)
+    torch.testing.assert_close(big.encoder.pos_embed, ref)
+    ref = _bicubic_reference(src.decoder_pos_embed, 6, antialias=True)
+    torch.testing.assert_close(big.decoder_pos_embed, ref)
+    # ... not torch's plain bicubic (MAE, the authors: another cubic kernel, a = -0.75) ...
+    plain = _bicubic_reference(src.encoder.pos_embed, 6, antialias=False)
+    assert not torch.allclose(big.encoder.pos_embed, plain, atol=1e-3)
+    # ... and not the exact sin-cos table of the new grid (what a fresh model holds).
+    assert not torch.allclose(big.encoder.pos_embed[0], sincos_2d(64, 6, cls_token=True))
     torch.testing.assert_close(
         big.encoder.blocks[0].attn.qkv.weight, src.encoder.blocks[0].attn.qkv.weight
     )
@@ -350,3 +371,23 @@ def test_load_at_another_resolution_keeps_fixed_positions() -> None:
         sd = src.state_dict()
         sd["encoder.norm.weight"] = torch.zeros(3)
         big.load_state_dict(sd)
+
+
+def test_learn_pos_embed_makes_a_parameter_for_fine_tuning() -> None:
+    torch.manual_seed(0)
+    src = ViCMAE(CONFIGS["mean"])
+    enc = ViTEncoder.from_arch("vit_pico_patch8", img_size=48)
+    enc.load_state_dict({k[8:]: v for k, v in src.state_dict().items() if k.startswith("encoder.")})
+    before = enc.pos_embed.clone()
+    assert "pos_embed" not in dict(enc.named_parameters())
+    assert enc.learn_pos_embed() is enc and enc.learn_pos_embed() is enc  # idempotent
+    params = dict(enc.named_parameters())
+    assert "pos_embed" in params and params["pos_embed"].requires_grad
+    torch.testing.assert_close(enc.pos_embed.detach(), before)
+    enc(torch.randn(2, 3, 48, 48)).sum().backward()
+    assert enc.pos_embed.grad is not None and enc.pos_embed.grad.abs().sum() > 0
+    # same state-dict key, so checkpoints load either way; no weight decay, layer 0
+    assert list(enc.state_dict()).count("pos_embed") == 1
+    groups = param_groups(enc, 0.05, layer_decay=0.5, num_layers=enc.depth + 1)
+    (group,) = [g for g in groups if "pos_embed" in g["param_names"]]
+    assert group["weight_decay"] == 0.0 and group["lr_scale"] == 0.5**3

@@ -26,8 +26,8 @@ from vicmae.losses import (
     contrastive_loss,
     reconstruction_loss,
 )
-from vicmae.pos_embed import sincos_2d
-from vicmae.vit import ViTEncoder, fixed_pos_embed_hook, init_weights, make_blocks, vit_arch
+from vicmae.pos_embed import resample_pos_embed_hook, sincos_2d
+from vicmae.vit import ViTEncoder, init_weights, make_blocks, vit_arch
 
 __all__ = ["ModelConfig", "ViCMAE", "ViCMAEOutput", "patchify", "unpatchify"]
 
@@ -170,7 +170,7 @@ class ViCMAE(nn.Module):
         self.decoder_norm = nn.LayerNorm(cfg.decoder_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(cfg.decoder_dim, p * p * 3)
         self.num_patches = L
-        self.register_load_state_dict_pre_hook(fixed_pos_embed_hook("decoder_pos_embed"))
+        self.register_load_state_dict_pre_hook(resample_pos_embed_hook("decoder_pos_embed"))
 
         # --- contrastive branch: one projector for predictor and target (shared weights) ---
         dims = cfg.projector_dims or (2 * D, 2 * D, 2 * D)

@@ -8,7 +8,6 @@ filter, not a conversion. Attention is timm's ``Attention``, which calls
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +15,7 @@ from timm.layers import LayerNorm, PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from vicmae.pos_embed import sincos_2d
+from vicmae.pos_embed import resample_pos_embed_hook, sincos_2d
 
 
 @dataclass(frozen=True)
@@ -85,24 +84,8 @@ def make_blocks(dim: int, depth: int, num_heads: int, drop_path: float = 0.0) ->
     )
 
 
-def fixed_pos_embed_hook(name: str) -> Callable[..., None]:
-    """A load_state_dict pre-hook: a fixed sin-cos table of another grid size is replaced by ours.
-
-    The table is a function of the grid, not learned, so fine-tuning or probing at another
-    resolution than pretraining loads every other weight and keeps the right positions.
-    """
-
-    def hook(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-        key = prefix + name
-        own = getattr(module, name)
-        if key in state_dict and state_dict[key].shape != own.shape:
-            state_dict[key] = own.detach().clone()
-
-    return hook
-
-
 class ViTEncoder(nn.Module):
-    """ViT encoder: patch embedding, cls token, fixed sin-cos positions, blocks, final norm.
+    """ViT encoder: patch embedding, cls token, sin-cos positions, blocks, final norm.
 
     ``forward_features`` runs the whole image (evaluation); ``forward_tokens`` runs a
     (masked) subset of patch tokens produced by ``embed_patches`` (pretraining).
@@ -129,15 +112,16 @@ class ViTEncoder(nn.Module):
 
         self.patch_embed = PatchEmbed(img_size, patch_size, 3, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        # Fixed, not learned (paper appendix A): a buffer, saved in the state dict so that
-        # the export carries it to timm (whose pos_embed is a parameter).
+        # Fixed sin-cos (paper appendix A; authors' code: requires_grad=False): a buffer,
+        # saved in the state dict so that the export carries it to timm (whose pos_embed
+        # is a parameter). ``learn_pos_embed`` makes it learned for fine-tuning.
         self.register_buffer(
             "pos_embed", sincos_2d(embed_dim, self.grid_size, cls_token=True)[None]
         )  # (1, 1+L, D)
         self.blocks = make_blocks(embed_dim, depth, num_heads, drop_path)
         self.norm = LayerNorm(embed_dim)
         self.initialize_weights()
-        self.register_load_state_dict_pre_hook(fixed_pos_embed_hook("pos_embed"))
+        self.register_load_state_dict_pre_hook(resample_pos_embed_hook("pos_embed"))
 
     def initialize_weights(self) -> None:
         """MAE's init: patch embedding as a Linear on its flattened weight, tokens N(0, 0.02)."""
@@ -151,6 +135,20 @@ class ViTEncoder(nn.Module):
         """Build by name, e.g. ``ViTEncoder.from_arch("vit_base_patch16")``."""
         a = vit_arch(arch)
         return cls(img_size, a.patch_size, a.embed_dim, a.depth, a.num_heads, drop_path)
+
+    def learn_pos_embed(self) -> ViTEncoder:
+        """Make ``pos_embed`` a learned Parameter holding its current values; returns self.
+
+        For fine-tuning, as the authors' (and MAE's) fine-tuning does: timm's ViT learns its
+        position table, started from the pretrained sin-cos one. Call it after loading the
+        checkpoint (the table is resampled to this encoder's grid on load) and before
+        building the optimiser. The state-dict key stays ``pos_embed``.
+        """
+        if not isinstance(self.pos_embed, nn.Parameter):
+            table = self.pos_embed.detach().clone()
+            del self._buffers["pos_embed"]
+            self.pos_embed = nn.Parameter(table)
+        return self
 
     def embed_patches(self, imgs: Tensor) -> Tensor:
         """imgs: (N, 3, H, W) -> patch tokens with positions added: (N, L, D)."""
