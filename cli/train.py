@@ -227,22 +227,46 @@ def export_timm_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A pretraining checkpoint."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the timm state dict."),
     arch: str | None = typer.Option(None, "--arch", help="Override the checkpoint's arch."),
+    pool: str = typer.Option(
+        "cls", "--pool", help="Feature of the printed timm call: cls (paper) or mean."
+    ),
+    img_size: int | None = typer.Option(
+        None, "--img-size", help="Input size for timm (default: the pretraining size)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON line instead of text."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ) -> None:
-    """Write the encoder as a timm ViT state dict.
+    """Write the encoder as a timm ViT state dict and print the timm call that loads it.
+
+    The printed timm.create_model(...) line rebuilds the encoder's features (class token by
+    default, --pool mean for the patch mean) at the pretraining size or --img-size.
 
     Example: vicmae export timm --checkpoint runs/k400/checkpoint.pt --out vit.pth
     """
-    from vicmae.export import export_timm
+    from vicmae.export import POOLS, export_timm, timm_create_args, timm_create_call
 
     if not checkpoint.is_file():
         fail(f"{checkpoint}: no such checkpoint")
+    if pool not in POOLS:
+        fail(f"--pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    if out.exists() and not force:
+        fail(f"{out} exists; pass --force to overwrite it")
     try:
         info = export_timm(checkpoint, out, arch=arch)
+        if info["arch"] is None:
+            fail(f"{checkpoint}: the encoder's architecture is not recorded; pass --arch")
+        args = timm_create_args(info["arch"], out, img_size or info["img_size"], pool)
     except (KeyError, ValueError, RuntimeError) as exc:
         fail(f"{checkpoint}: cannot export ({exc})")
-    console.print(f"wrote {out}", highlight=False)
-    if info:
-        console.print(json.dumps(info, default=str), highlight=False)
+    # Plain stdout, one line each: rich would wrap long lines at the terminal's width.
+    if as_json:
+        typer.echo(json.dumps({**info, "timm_create_model": args}))
+    else:
+        typer.echo(
+            f"wrote {out}: {info['arch']} encoder, {info['num_params']:,} parameters, "
+            f"pretrained at {info['img_size']}"
+        )
+        typer.echo(timm_create_call(args))
 
 
 @app.command("plot")

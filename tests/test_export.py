@@ -9,10 +9,15 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from typer.testing import CliRunner
 
 from vicmae.checkpoint import rng_state
-from vicmae.export import export_timm
+from vicmae.export import export_timm, timm_create_args, timm_create_call
 from vicmae.model import ModelConfig, ViCMAE
+from vicmae_cli.train import app
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+runner = CliRunner()
 
 CFG = ModelConfig(
     arch="vit_pico_patch8", img_size=32, decoder_dim=32, decoder_depth=1, decoder_heads=2
@@ -64,8 +69,9 @@ def test_export_round_trip_equals_timm_features(trained_model: ViCMAE, tmp_path:
     ckpt = _checkpoint(trained_model, tmp_path / "ckpt.pt")
     out = tmp_path / "vit.pth"
     info = export_timm(ckpt, out)
-    assert out.is_file() and not (tmp_path / "vit.pth.tmp").exists()
+    assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "vit.pth"]
     assert info["arch"] == "vit_pico_patch8" and info["head_classes"] == 1000
+    assert info["img_size"] == 32
     assert (info["embed_dim"], info["depth"], info["patch_size"]) == (64, 2, 8)
     json.dumps(info)  # the CLI prints it
     sd = torch.load(out, weights_only=True)
@@ -127,3 +133,104 @@ def test_export_rejects_wrong_arch_and_non_checkpoints(
     with pytest.raises(ValueError, match="expected a state dict"):
         export_timm(tmp_path / "tensor.pt", out)
     assert not out.exists()
+
+
+def _ours(model: ViCMAE, img_size: int, pool: str, imgs: torch.Tensor) -> torch.Tensor:
+    """This project's encoder features at ``img_size`` (the checkpoint loaded at that size)."""
+    at_size = ViCMAE(dataclasses.replace(model.cfg, img_size=img_size)).eval()
+    at_size.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        return at_size.features(imgs, pool=pool)
+
+
+def _export_cli(ckpt: Path, out: Path, *extra: str) -> list[str]:
+    args = ["export", "timm", "--checkpoint", str(ckpt), "--out", str(out), *extra]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    return res.output.splitlines()
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+@pytest.mark.parametrize("img_size", [32, 24, 48])
+def test_printed_timm_call_gives_the_encoders_features(
+    trained_model: ViCMAE, tmp_path: Path, pool: str, img_size: int
+) -> None:
+    """The line `vicmae export timm` prints, pasted into Python, computes our features:
+    either pooling, at the pretraining size, a smaller one and a larger one."""
+    ckpt = _checkpoint(trained_model, tmp_path / "ckpt.pt")
+    out = tmp_path / "vit.pth"
+    lines = _export_cli(ckpt, out, "--pool", pool, "--img-size", str(img_size))
+    assert len(lines) == 2 and lines[0].startswith(f"wrote {out}: vit_pico_patch8 encoder")
+    call = lines[1]
+    assert call.startswith('timm.create_model("vit_base_patch16_224", pretrained=True, ')
+    for kw in ("embed_dim=64", "depth=2", "num_heads=2", "patch_size=8", f"img_size={img_size}"):
+        assert kw in call  # a size timm has no name for: spelled out
+    assert ('global_pool="avg", fc_norm=False' in call) == (pool == "mean")
+    vit = eval(call, {"timm": timm}).eval()  # exactly what a user pastes
+    imgs = torch.randn(3, 3, img_size, img_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        theirs = vit(imgs)
+    torch.testing.assert_close(theirs, _ours(trained_model, img_size, pool, imgs))
+
+
+def test_avg_pool_without_fc_norm_false_is_not_the_encoders_feature(
+    trained_model: ViCMAE, tmp_path: Path
+) -> None:
+    """Why the call carries fc_norm=False: timm's "avg" alone swaps the trained norm out."""
+    out = tmp_path / "vit.pth"
+    export_timm(trained_model, out)
+    args = timm_create_args("vit_pico_patch8", out, 32, "mean")
+    del args["fc_norm"]
+    imgs = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        theirs = timm.create_model(**args).eval()(imgs)
+    assert not torch.allclose(theirs, _ours(trained_model, 32, "mean", imgs), atol=1e-3)
+
+
+def test_export_json_is_one_line_and_its_args_build_the_model(
+    trained_model: ViCMAE, tmp_path: Path
+) -> None:
+    ckpt = _checkpoint(trained_model, tmp_path / "ckpt.pt")
+    out = tmp_path / "a-rather-long-folder-name-so-that-the-line-passes-80-columns" / "vit.pth"
+    out.parent.mkdir()
+    (line,) = _export_cli(ckpt, out, "--json", "--pool", "mean")
+    assert len(line) > 200  # one line, not wrapped at the terminal's width
+    info = json.loads(line)
+    assert info["arch"] == "vit_pico_patch8" and info["img_size"] == 32
+    args = info["timm_create_model"]
+    assert args == timm_create_args("vit_pico_patch8", out, 32, "mean")
+    imgs = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        theirs = timm.create_model(**args).eval()(imgs)
+    torch.testing.assert_close(theirs, _ours(trained_model, 32, "mean", imgs))
+
+
+def test_export_refuses_to_overwrite_and_bad_pool(trained_model: ViCMAE, tmp_path: Path) -> None:
+    ckpt = _checkpoint(trained_model, tmp_path / "ckpt.pt")
+    out = tmp_path / "vit.pth"
+    out.write_bytes(b"precious")
+    base = ["export", "timm", "--checkpoint", str(ckpt), "--out", str(out)]
+    res = runner.invoke(app, base)
+    assert res.exit_code == 2 and "exists; pass --force" in res.output
+    assert out.read_bytes() == b"precious"
+    res = runner.invoke(app, [*base, "--force", "--pool", "max"])
+    assert res.exit_code == 2 and "--pool must be one of cls, mean" in res.output
+    assert out.read_bytes() == b"precious"
+    assert runner.invoke(app, [*base, "--force"]).exit_code == 0
+    assert out.read_bytes() != b"precious"
+
+
+def test_standard_arch_call_and_the_readme_shows_it() -> None:
+    """A timm-named size needs no dimensions; the README prints exactly these lines."""
+    cls = timm_create_call(timm_create_args("vit_base_patch16", "vit.pth", 224, "cls"))
+    mean = timm_create_call(timm_create_args("vit_base_patch16", "vit.pth", 224, "mean"))
+    assert cls == (
+        'timm.create_model("vit_base_patch16_224", pretrained=True, '
+        'pretrained_cfg_overlay=dict(file="vit.pth"), num_classes=0, global_pool="token")'
+    )
+    assert mean.endswith('num_classes=0, global_pool="avg", fc_norm=False)')
+    large = timm_create_call(timm_create_args("vit_large_patch16", "vit.pth", 384, "cls"))
+    assert large.startswith('timm.create_model("vit_large_patch16_224"')
+    assert large.endswith('global_pool="token", img_size=384)') and "embed_dim" not in large
+    readme = README.read_text()
+    assert cls in readme and mean in readme

@@ -1,10 +1,22 @@
-"""Export the ViC-MAE encoder as a timm ``VisionTransformer`` state dict.
+"""Export the ViC-MAE encoder as a timm ViT state dict, and the timm call that loads it.
 
 Our encoder already uses timm's parameter names, so the export keeps the ``encoder.*``
-entries, drops the prefix, and drops the decoder, mask token and projector. Load it with::
+entries, drops the prefix, and drops the decoder, mask token and projector.
+:func:`timm_create_args` gives the exact ``timm.create_model`` arguments that rebuild the
+encoder's features from the file, e.g. for a ViT-B/16 pretrained at 224::
 
     timm.create_model("vit_base_patch16_224", pretrained=True,
-                      pretrained_cfg_overlay=dict(file="vit.pth"))
+                      pretrained_cfg_overlay=dict(file="vit.pth"), num_classes=0,
+                      global_pool="token")
+
+- ``global_pool="token"``: the class token after the final norm, the feature the paper
+  uses (appendix A). Mean pooling of the patch tokens needs ``global_pool="avg",
+  fc_norm=False``: timm's ``"avg"`` alone moves the final norm after the pooling into a
+  new, untrained ``fc_norm`` and silently leaves the trained ``norm`` out.
+- Another architecture than timm's named ones (e.g. ``vit_pico_patch8``) or another
+  resolution adds ``embed_dim``, ``depth``, ``num_heads``, ``patch_size`` and ``img_size``.
+  At another ``img_size`` timm resamples the position table bicubically on load, exactly
+  as this project's encoder does (``vicmae.pos_embed``), so the features agree.
 
 timm loads strictly when the model's ``num_classes`` equals the pretrained config's (1000
 for ``vit_*_224``), so by default the file carries a zero classifier ``head`` of 1000
@@ -15,9 +27,10 @@ encoder non-strictly; ``head_classes=None`` omits it.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +38,7 @@ from torch import Tensor, nn
 
 from vicmae.checkpoint import load_checkpoint, unwrapped_name
 from vicmae.vit import VIT_ARCHS, vit_arch
+from vicmae_data.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +92,7 @@ def export_timm(
     Args:
         source: a checkpoint path (dict with ``"model"`` and ``"config"``), such a dict, a raw
             ViCMAE state dict, or a ViCMAE module (DDP/compiled wrappers are unwrapped).
-        out_path: file to write (atomically: ``out_path.tmp`` then rename).
+        out_path: file to write (atomically: a hidden temporary name, then a rename).
         arch: expected architecture (e.g. ``"vit_base_patch16"``); defaults to the
             checkpoint's ``config["model"]["arch"]``. Shapes are checked against it.
         head_classes: size of the zero classifier head to include (see module docstring);
@@ -86,7 +100,8 @@ def export_timm(
 
     Returns:
         A JSON-friendly summary: ``out``, ``arch``, ``embed_dim``, ``depth``, ``patch_size``,
-        ``num_tensors``, ``num_params`` (encoder only), ``head_classes``. The file holds the
+        ``num_tensors``, ``num_params`` (encoder only), ``head_classes``, ``img_size`` (of
+        the position table). The file holds the
         state dict (keys ``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.N.*``,
         ``norm.*`` [, ``head.*``]); ``encoder_state_dict`` gives it without writing.
 
@@ -128,8 +143,76 @@ def export_timm(
         out["head.weight"] = torch.zeros(head_classes, dim, dtype=out["cls_token"].dtype)
         out["head.bias"] = torch.zeros(head_classes, dtype=out["cls_token"].dtype)
 
-    out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    torch.save(out, tmp)
-    os.replace(tmp, out_path)
+    summary["img_size"] = int(math.isqrt(out["pos_embed"].shape[1] - 1) * got_patch)
+    with atomic_path(out_path) as tmp:
+        torch.save(out, tmp)
     return summary
+
+
+# timm's registered ViTs of our sizes (at 224; timm resamples other sizes on load).
+TIMM_NAMES = {
+    "vit_tiny_patch16": "vit_tiny_patch16_224",
+    "vit_small_patch16": "vit_small_patch16_224",
+    "vit_base_patch16": "vit_base_patch16_224",
+    "vit_large_patch16": "vit_large_patch16_224",
+    "vit_huge_patch14": "vit_huge_patch14_224",
+}
+POOLS = ("cls", "mean")
+
+
+def timm_create_args(
+    arch: str,
+    file: str | os.PathLike,
+    img_size: int = 224,
+    pool: str = "cls",
+    num_classes: int = 0,
+) -> dict[str, Any]:
+    """The ``timm.create_model`` arguments that rebuild the encoder's features from ``file``.
+
+    Args:
+        arch: our architecture name (``vicmae.vit.VIT_ARCHS``).
+        file: the exported state dict.
+        img_size: the input size to use the model at (timm resamples the positions).
+        pool: ``"cls"`` (the class token, paper appendix A) or ``"mean"`` (patch mean).
+        num_classes: 0 for features; a class count for a new (untrained) head.
+
+    Returns:
+        ``{"model_name": ..., **kwargs}`` in call order; ``timm.create_model(**args)``
+        builds the model. See the module docstring for why each argument is there.
+    """
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    a = vit_arch(arch)
+    if img_size % a.patch_size:
+        raise ValueError(f"img_size {img_size} is not a multiple of patch {a.patch_size}")
+    args: dict[str, Any] = {
+        "model_name": TIMM_NAMES.get(arch, "vit_base_patch16_224"),
+        "pretrained": True,
+        "pretrained_cfg_overlay": {"file": str(file)},
+        "num_classes": num_classes,
+    }
+    if pool == "cls":
+        args["global_pool"] = "token"
+    else:
+        args.update(global_pool="avg", fc_norm=False)
+    if arch not in TIMM_NAMES:  # a size timm has no name for: every dimension spelled out
+        args.update(
+            embed_dim=a.embed_dim, depth=a.depth, num_heads=a.num_heads, patch_size=a.patch_size
+        )
+    if arch not in TIMM_NAMES or img_size != 224:
+        args["img_size"] = img_size
+    return args
+
+
+def timm_create_call(args: dict[str, Any]) -> str:
+    """``timm_create_args``'s result as one line of Python: ``timm.create_model("...", ...)``."""
+
+    def py(value: Any) -> str:
+        if isinstance(value, dict):
+            return "dict(" + ", ".join(f"{k}={py(v)}" for k, v in value.items()) + ")"
+        if isinstance(value, str):
+            return json.dumps(value)  # double quotes, escapes as Python reads them
+        return repr(value)
+
+    rest = ", ".join(f"{k}={py(v)}" for k, v in args.items() if k != "model_name")
+    return f"timm.create_model({py(args['model_name'])}, {rest})"
