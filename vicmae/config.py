@@ -73,7 +73,18 @@ class DataConfig:
     # touched bytes and keeps resident memory at about a batch, for files of any size;
     # "os_cache" keeps every touched page mapped; "process_cache" is ffcv's page reader.
     memory: Literal["mmap-bounded", "os_cache", "process_cache"] = "mmap-bounded"
-    image_augment: bool = True  # strong colour aug on image rows (video rows get crop+flip)
+    # Random resized crop: area fraction of the frame, for videos and for images (aspect
+    # (3/4, 4/3) both). Paper Table 5: crop [0.5, 1] (section 4 states it for video frames
+    # and no other range for images). Authors' code: ffcv's default (0.08, 1) for every row.
+    video_scale: tuple[float, float] = (0.5, 1.0)
+    image_scale: tuple[float, float] = (0.5, 1.0)
+    image_augment: bool = True  # strong colour set (vicmae_data/load/augment.py); False: none
+    # Paper: the same aug() on both views (Algorithm 1). Authors' pretrain.py: blur always
+    # on view 1, solarisation 0.2 on view 2 only ("asymmetric").
+    augment_views: Literal["symmetric", "asymmetric"] = "symmetric"
+    # Paper section 4: video frames get crops and flips only. Authors' code: one pipeline
+    # for every row, video frames included ("all").
+    augment_rows: Literal["images", "all"] = "images"
 
 
 @dataclass(frozen=True)

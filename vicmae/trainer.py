@@ -162,6 +162,8 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False) -> PretrainResult:
         drop_last=True,
         epoch=0,
         train=True,
+        video_scale=cfg.data.video_scale,
+        image_scale=cfg.data.image_scale,
     )
     steps_per_epoch = len(loader) // accum  # a last partial accumulation is dropped
     if steps_per_epoch == 0:
@@ -279,7 +281,12 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False) -> PretrainResult:
                     gen = torch.Generator(device=device)
                     gen.manual_seed(_mix(cfg.run.seed, step, micro_step, info.rank))
                     views = to_model_input(  # (B, 2, 3, H, W) float, normalised
-                        batch, device, image_augment=cfg.data.image_augment, generator=gen
+                        batch,
+                        device,
+                        image_augment=cfg.data.image_augment,
+                        generator=gen,
+                        views=cfg.data.augment_views,
+                        rows=cfg.data.augment_rows,
                     )
                     # Gradients are all-reduced only on the last micro-step.
                     sync = micro_step == accum - 1 or not info.distributed
