@@ -96,7 +96,9 @@ class RunConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     compile: bool = False  # torch.compile the model
-    sync_bn: bool = True  # SyncBatchNorm in the projector when training on several GPUs
+    # SyncBatchNorm in the projector on several GPUs. Paper: silent; authors' code: plain
+    # BatchNorm1d (per-GPU statistics), so off.
+    sync_bn: bool = False
     ckpt_every_steps: int = 1000  # also at every epoch end and at the end of the run
     log_every_steps: int = 10
     progress: bool = True  # rich progress bar (off when not a terminal)
