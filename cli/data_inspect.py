@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -60,23 +61,25 @@ def _info_table(s: BetonInfo) -> Table:
     h, w = s.common_resolution
     table.add_row(
         "resolution (h x w)",
-        f"{s.height_min}-{s.height_max} x {s.width_min}-{s.width_max}  (most common {h}x{w})",
+        f"{s.height_min}-{s.height_max} x {s.width_min}-{s.width_max}  (most common {h} x {w})",
     )
     table.add_row("bytes per frame", _size(s.bytes_per_frame))
     table.add_row("file size", f"{_size(s.file_bytes)}  (page size {_size(s.page_size)})")
     sampled = f"  (from {s.meta_read:,} samples)" if s.meta_sampled else ""
     table.add_row("datasets", ", ".join(f"{k}: {v:,}" for k, v in s.datasets.items()) + sampled)
     table.add_row("partial samples", f"{s.partial:,}{sampled}")
+
+    def named(k: int) -> str:
+        name = s.class_names.get(k, "?")
+        return escape(f"{s.class_titles[k]} [{name}]" if k in s.class_titles else name)
+
     if s.num_classes <= LIST_CLASSES_UP_TO:
-        classes = "\n".join(
-            f"{k}: {s.class_names.get(k, '?')} ({c:,})" for k, c in s.class_counts.items()
-        )
+        classes = "\n".join(f"{k}: {named(k)} ({c:,})" for k, c in s.class_counts.items())
     else:
         top = sorted(s.class_counts.items(), key=lambda kc: -kc[1])[:5]
-        classes = "most frequent: " + ", ".join(
-            f"{k}: {s.class_names.get(k, '?')} ({c:,})" for k, c in top
-        )
-    table.add_row("classes", f"{s.num_classes:,}\n{classes}")
+        classes = "most frequent: " + ", ".join(f"{k}: {named(k)} ({c:,})" for k, c in top)
+    used = f" ({s.classes_used:,} used)" if s.classes_used != s.num_classes else ""
+    table.add_row("classes", f"{s.num_classes:,}{used}\n{classes}")
     return table
 
 

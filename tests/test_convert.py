@@ -337,3 +337,30 @@ def test_default_root_is_data_slash_dataset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["convert", "imagenet", "--out", "x.beton"])
     assert result.exit_code == 2 and os.path.join("data", "imagenet") in result.stderr
+
+
+def test_labels_follow_annotations_edited_between_a_run_and_its_resumption(datasets, tmp_path):
+    import shutil
+
+    root = shutil.copytree(datasets["kinetics400"][1], tmp_path / "k400")
+    out = tmp_path / "k.beton"
+
+    def stop_after_two(p):
+        if p.done - p.resumed >= 2:
+            raise StopError
+
+    with pytest.raises(StopError):
+        convert("kinetics400", root, out, workers=1, short_side=SHORT, progress=stop_after_two)
+    for csv_path in (root / "annotations").glob("*.csv"):  # rename a class everywhere
+        csv_path.write_text(csv_path.read_text().replace("abseiling", "zz abseiling"))
+    report = convert("kinetics400", root, out, workers=1, short_side=SHORT)
+    assert report.totals["resumed"] == 2
+    beton = BetonFile(out)
+    classes = beton.manifest.classes
+    assert "zz abseiling" in classes and "abseiling" not in classes
+    by_class: dict[int, set[str]] = {}
+    for i in range(len(beton)):
+        name = beton.meta(i)["class_name"]
+        assert classes[int(beton.labels[i])] == name
+        by_class.setdefault(int(beton.labels[i]), set()).add(name)
+    assert all(len(names) == 1 for names in by_class.values())

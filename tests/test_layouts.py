@@ -110,21 +110,28 @@ def test_kinetics_csv_variants(tmp_path):
     assert listing.missing == []
 
 
-def test_kinetics_labels_index_the_split_csv_classes(made):
-    # kinetics700 val without one class: indices follow the classes of that CSV only.
-    root = made["kinetics700"].root
+def test_kinetics_labels_come_from_every_shipped_csv(made, tmp_path):
+    # A class missing from val.csv must not shift the labels of the others in val against
+    # train: both index the sorted union of every shipped CSV's classes.
+    root = shutil.copytree(made["kinetics700"].root, tmp_path / "k700")
     csv_path = root / "annotations" / "val.csv"
     text = csv_path.read_text()
-    try:
-        csv_path.write_text(
-            "\n".join(line for line in text.splitlines() if not line.startswith("abseiling"))
-        )
-        listing = list_items("kinetics700", root, "val")
-        assert "abseiling" not in listing.classes
-        assert listing.classes == sorted(listing.classes)
-        assert {i.class_name: i.label for i in listing.items}["air drumming"] == 0
-    finally:
-        csv_path.write_text(text)
+    csv_path.write_text(
+        "\n".join(line for line in text.splitlines() if not line.startswith("abseiling"))
+    )
+    # test.csv ships without labels in Kinetics-700: it is read for nothing.
+    (root / "annotations" / "test.csv").write_text("youtube_id,time_start,time_end,split\n")
+    val = list_items("kinetics700", root, "val")
+    train = list_items("kinetics700", root, "train")
+    assert "abseiling" not in {i.class_name for i in val.items}
+    assert val.classes == train.classes == sorted(train.classes)
+    assert "abseiling" in val.classes
+    assert all(val.classes[i.label] == i.class_name for i in val.items)
+    # A class only the test CSV names is part of the class list too.
+    (root / "annotations" / "test.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\nzz new class,aaaaaaaaaaa,0,10,test\n"
+    )
+    assert list_items("kinetics700", root, "train").classes == [*train.classes, "zz new class"]
 
 
 def test_mit_indices_come_from_categories_file(made):
@@ -224,3 +231,48 @@ def test_mit_bad_annotations(made, tmp_path):
     _one_line_error("mit", root, match="without gaps")
     (root / "moments_categories.txt").unlink()
     _one_line_error("mit", root, match="moments_categories.txt")
+
+
+def test_symlink_loops_are_listed_once_and_reported(made, tmp_path):
+    root = shutil.copytree(made["folder"].root / "train", tmp_path / "f")
+    before = list_items("folder", root)
+    (root / "zloop").symlink_to(".")  # a loop at the top: would be a bogus class
+    (root / "cats" / "up").symlink_to("..")  # a loop inside a class
+    (root / "kitties").symlink_to("cats")  # a second link to one folder
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(next((root / "dogs").iterdir()), outside / "extra.mp4")
+    (root / "dogs" / "linked").symlink_to(outside)  # a link out of the root is followed once
+    listing = list_items("folder", root)
+    assert listing.classes == before.classes
+    assert {i.source for i in listing.items} == {i.source for i in before.items} | {
+        "dogs/linked/extra.mp4"
+    }
+    reported = {Path(m["path"]).name for m in listing.skipped}
+    assert reported == {"zloop", "up", "kitties"}
+    assert all("already listed" in m["reason"] for m in listing.skipped)
+
+
+def test_mit_rows_that_leave_the_root_are_skipped_and_reported(made, tmp_path):
+    root = shutil.copytree(made["mit"].root, tmp_path / "mit")
+    secret = tmp_path / "secret.mp4"
+    shutil.copy(next(root.glob("training/*/*.mp4")), secret)
+    before = list_items("mit", root)
+    with open(root / "trainingSet.csv", "a") as f:
+        f.write("../../secret.mp4,barking,3,4\n/etc/passwd.mp4,barking,3,4\n")
+    listing = list_items("mit", root)
+    assert [i.source for i in listing.items] == [i.source for i in before.items]
+    assert {m["path"] for m in listing.skipped} == {"../../secret.mp4", "/etc/passwd.mp4"}
+    assert all("leaves the dataset root" in m["reason"] for m in listing.skipped)
+
+
+def test_imagenet_titles_from_synset_mapping(made, tmp_path):
+    root = made["imagenet"].root
+    listing = list_items("imagenet", root, "val")
+    lines = (root / "LOC_synset_mapping.txt").read_text().splitlines()
+    assert listing.titles == [line.split(" ", 1)[1] for line in lines]
+    assert listing.classes == [line.split(" ", 1)[0] for line in lines]
+    # No mapping: every split indexes the wnid folders of train/.
+    copy = shutil.copytree(root, tmp_path / "in")
+    (copy / "LOC_synset_mapping.txt").unlink()
+    assert list_items("imagenet", copy, "val").classes == list_items("imagenet", copy).classes

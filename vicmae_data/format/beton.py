@@ -8,12 +8,15 @@ Every .beton vicmae writes has the same three fields, in this order:
   ``class_name``, ``dataset``, ``fps`` (stored frame rate, 0.0 for images),
   ``num_frames``, ``height``, ``width``, and ``partial`` (decoding stopped part-way).
 
-The class list (index -> name) is rebuilt from the ``class_name`` of the samples, so it
-travels inside the file with no sidecar to lose.
+The class list (label -> name) of the whole dataset is stored in the file's manifest
+(:mod:`vicmae_data.format.manifest`); for files written before manifests it is rebuilt
+from the ``class_name`` of the samples. :class:`BetonFile` reads the tables with NumPy
+(:mod:`vicmae_data.format.tables`), not ffcv, so inspecting a file starts at once.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -21,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ffcv.fields import IntField, JSONField
-from ffcv.reader import Reader
 
-from vicmae_data.format.frames import FrameList, WebPFramesField, packed_size, unpack_frames
+from vicmae_data.format.frame_blob import FrameList, packed_size, unpack_frames
+from vicmae_data.format.manifest import Manifest, read_manifest
+from vicmae_data.format.tables import TableError, read_tables
 
 
 class BetonError(ValueError):
@@ -46,11 +49,17 @@ class Sample:
 
 def beton_fields() -> dict[str, Any]:
     """The writer's field map (order matters: it is the on-disk order)."""
+    from ffcv.fields import IntField, JSONField
+
+    from vicmae_data.format.frames import WebPFramesField
+
     return {"frames": WebPFramesField(), "label": IntField(), "meta": JSONField()}
 
 
 def custom_fields() -> dict[str, type]:
     """What ffcv's ``Reader``/``Loader`` need to know about fields it does not ship."""
+    from vicmae_data.format.frames import WebPFramesField
+
     return {"frames": WebPFramesField}
 
 
@@ -65,28 +74,33 @@ class BetonFile:
         if not self.path.is_file():
             raise BetonError(f"{self.path}: no such file")
         try:
-            self.reader = Reader(str(self.path), custom_fields())
-        except Exception as exc:  # ffcv raises AssertionError/ValueError/IndexError on junk
+            self.tables = read_tables(self.path)
+        except (TableError, OSError) as exc:
             raise BetonError(f"{self.path}: not a readable .beton file ({exc})") from None
-        if list(self.reader.field_names) != list(beton_fields()):
-            raise BetonError(
-                f"{self.path}: fields {self.reader.field_names} are not vicmae's "
-                f"{list(beton_fields())}"
-            )
         self._data = np.memmap(self.path, dtype=np.uint8, mode="r")
-        # ffcv's metadata table names its columns f0, f1, ... in field order.
-        self._columns = {name: f"f{i}" for i, name in enumerate(self.reader.field_names)}
+        self._columns = {name: self.tables.column(name) for name in self.tables.field_names}
         self._by_source: dict[str, int] | None = None
+        self._manifest: Manifest | bool | None = False  # False: not read yet
 
     def _column(self, name: str) -> np.ndarray:
-        return self.reader.metadata[self._columns[name]]
+        return self._columns[name]
 
     def __len__(self) -> int:
-        return int(self.reader.num_samples)
+        return self.tables.num_samples
 
     @property
     def page_size(self) -> int:
-        return int(self.reader.page_size)
+        return self.tables.page_size
+
+    @property
+    def manifest(self) -> Manifest | None:
+        """The stored class list and contents (None for files written before manifests)."""
+        if self._manifest is False:
+            try:
+                self._manifest = read_manifest(self.tables)
+            except TableError as exc:
+                raise BetonError(f"{self.path}: {exc}") from None
+        return self._manifest  # type: ignore[return-value]
 
     @property
     def frames_meta(self) -> np.ndarray:
@@ -112,8 +126,9 @@ class BetonFile:
 
     def meta(self, index: int) -> dict[str, Any]:
         row = self._column("meta")[index]
-        raw = self._data[int(row["ptr"]) : int(row["ptr"]) + int(row["size"])]
-        return JSONField.unpack(np.asarray(raw))
+        raw = bytes(self._data[int(row["ptr"]) : int(row["ptr"]) + int(row["size"])])
+        # ffcv's JSONField stores UTF-8 JSON followed by a NUL byte.
+        return json.loads(raw.split(b"\0", 1)[0].decode("utf-8"))
 
     def sample(self, index: int) -> Sample:
         """Sample ``index`` as written (frames still WebP-encoded)."""
@@ -139,7 +154,10 @@ class BetonFile:
             raise KeyError(f"{self.path}: no sample with source {source!r}") from None
 
     def class_names(self) -> dict[int, str]:
-        """Index -> name, from the samples' ``class_name`` metadata."""
+        """Label -> class name: the stored class list (every class of the dataset), or for
+        a file without a manifest, the ``class_name`` of the labels its samples use."""
+        if self.manifest is not None:
+            return dict(enumerate(self.manifest.classes))
         names: dict[int, str] = {}
         for i in range(len(self)):
             label = int(self.labels[i])

@@ -16,61 +16,31 @@ good one.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from ffcv.fields.base import ARG_TYPE, Field
 
+from vicmae_data.format.frame_blob import (  # re-exported: the writer and tests use them
+    OFFSET_DTYPE,
+    FrameList,
+    pack_frames,
+    packed_size,
+    unpack_frames,
+)
+from vicmae_data.format.tables import FRAMES_META
+
 if TYPE_CHECKING:
     from ffcv.pipeline.operation import Operation
 
-OFFSET_DTYPE = np.dtype("<u4")
-
-
-@dataclass(frozen=True)
-class FrameList:
-    """What the writer takes for one sample: WebP-encoded frames of one size."""
-
-    frames: Sequence[bytes]
-    height: int
-    width: int
-
-    def __post_init__(self) -> None:
-        if len(self.frames) == 0:
-            raise ValueError("a FrameList needs at least one frame")
-
-
-def pack_frames(frames: Sequence[bytes]) -> np.ndarray:
-    """Frame bytes -> one uint8 blob (offset table, then the frames back to back)."""
-    num = len(frames)
-    header = OFFSET_DTYPE.itemsize * (num + 1)
-    sizes = np.fromiter((len(f) for f in frames), dtype=np.int64, count=num)
-    offsets = np.empty(num + 1, dtype=np.int64)
-    offsets[0] = header
-    np.cumsum(sizes, out=offsets[1:])
-    offsets[1:] += header
-    if offsets[-1] >= 2**32:
-        raise ValueError(f"a sample of {offsets[-1]} bytes does not fit a uint32 offset table")
-    blob = np.empty(int(offsets[-1]), dtype=np.uint8)
-    blob[:header] = np.frombuffer(offsets.astype(OFFSET_DTYPE).tobytes(), dtype=np.uint8)
-    for t, frame in enumerate(frames):
-        blob[offsets[t] : offsets[t + 1]] = np.frombuffer(frame, dtype=np.uint8)
-    return blob
-
-
-def unpack_frames(blob: np.ndarray, num_frames: int) -> list[bytes]:
-    """The inverse of :func:`pack_frames`."""
-    offsets = np.frombuffer(
-        blob[: OFFSET_DTYPE.itemsize * (num_frames + 1)].tobytes(), OFFSET_DTYPE
-    )
-    return [blob[offsets[t] : offsets[t + 1]].tobytes() for t in range(num_frames)]
-
-
-def packed_size(frames: Sequence[bytes]) -> int:
-    """Bytes :func:`pack_frames` will produce (to choose a page size before writing)."""
-    return OFFSET_DTYPE.itemsize * (len(frames) + 1) + sum(len(f) for f in frames)
+__all__ = [
+    "OFFSET_DTYPE",
+    "FrameList",
+    "WebPFramesField",
+    "pack_frames",
+    "packed_size",
+    "unpack_frames",
+]
 
 
 class WebPFramesField(Field):
@@ -82,16 +52,7 @@ class WebPFramesField(Field):
 
     @property
     def metadata_type(self) -> np.dtype:
-        return np.dtype(
-            [
-                ("ptr", "<u8"),
-                ("size", "<u8"),
-                ("num_frames", "<u4"),
-                ("height", "<u2"),
-                ("width", "<u2"),
-                ("crc32", "<u4"),
-            ]
-        )
+        return FRAMES_META
 
     @staticmethod
     def from_binary(binary: ARG_TYPE) -> WebPFramesField:

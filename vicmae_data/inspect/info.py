@@ -30,10 +30,10 @@ class BetonInfo:
     file_bytes: int
     page_size: int
     samples: int
-    num_classes: int
-    class_names: dict[int, str]
+    num_classes: int  # the dataset's classes (stored class list), else the labels used
+    class_names: dict[int, str]  # label -> class as the dataset names it (wnid, label, ...)
     class_counts: dict[int, int]
-    images: int
+    images: int  # still images; a one-frame video counts as a video
     videos: int
     frames_total: int
     frames_min: int
@@ -49,6 +49,8 @@ class BetonInfo:
     datasets: dict[str, int]
     partial: int
     meta_read: int = field(default=0)
+    class_titles: dict[int, str] = field(default_factory=dict)  # readable names, if shipped
+    classes_used: int = 0  # labels at least one sample has
 
     @property
     def meta_sampled(self) -> bool:
@@ -59,6 +61,7 @@ class BetonInfo:
         """JSON-ready (class indices become string keys, as JSON needs)."""
         d = asdict(self)
         d["class_names"] = {str(k): v for k, v in self.class_names.items()}
+        d["class_titles"] = {str(k): v for k, v in self.class_titles.items()}
         d["class_counts"] = {str(k): v for k, v in self.class_counts.items()}
         d["common_resolution"] = list(self.common_resolution)
         d["meta_sampled"] = self.meta_sampled
@@ -108,17 +111,26 @@ def info(path: str | os.PathLike, *, exact_limit: int = EXACT_META_LIMIT) -> Bet
         datasets[str(meta.get("dataset", "?"))] += 1
         partial += bool(meta.get("partial", False))
 
+    manifest = beton.manifest
+    titles: dict[int, str] = {}
+    if manifest is not None:
+        names = {int(k): manifest.classes[int(k)] for k in uniq if int(k) < manifest.num_classes}
+        if manifest.titles:
+            titles = {k: manifest.titles[k] for k in names if manifest.titles[k]}
+        images = int(manifest.image_flags(n).sum())
+    else:  # a file from before manifests: a one-frame sample is taken for an image
+        images = int((num_frames == 1).sum())
     res = Counter(zip(heights.tolist(), widths.tolist(), strict=True)).most_common(1)[0][0]
     return BetonInfo(
         path=str(beton.path),
         file_bytes=beton.path.stat().st_size,
         page_size=beton.page_size,
         samples=n,
-        num_classes=len(uniq),
+        num_classes=manifest.num_classes if manifest is not None else len(uniq),
         class_names=dict(sorted(names.items())),
         class_counts={int(k): int(c) for k, c in zip(uniq, counts, strict=True)},
-        images=int((num_frames == 1).sum()),
-        videos=int((num_frames > 1).sum()),
+        images=images,
+        videos=n - images,
         frames_total=frames_total,
         frames_min=int(num_frames.min()),
         frames_median=float(np.median(num_frames)),
@@ -133,6 +145,8 @@ def info(path: str | os.PathLike, *, exact_limit: int = EXACT_META_LIMIT) -> Bet
         datasets=dict(datasets.most_common()),
         partial=partial,
         meta_read=len(meta_idx),
+        class_titles=titles,
+        classes_used=len(uniq),
     )
 
 

@@ -3,7 +3,7 @@
 Layout (every size in pixels)::
 
     +------------------------------------------------+
-    | title (class, label, source, frames, fps, size) |  title_h
+    | title (class, label, frames, fps, h x w, source) |  title_h
     +------------------------------------------------+
     | pad | thumb | pad | thumb | pad | ... | pad     |
     |     | caption     | caption                      |  caption_h under each thumb
@@ -157,10 +157,14 @@ def write_preview(
     fps = float(meta.get("fps", 0.0) or 0.0)
     label = int(beton.labels[index])
     h, w = frames.shape[1:3]
+    name = str(meta.get("class_name", "?"))
+    manifest = beton.manifest
+    if manifest is not None and label < manifest.num_classes and manifest.titles:
+        name = f"{manifest.title(label)} [{name}]"
     title = (
-        f"#{index}  {meta.get('class_name', '?')} (label {label})  {len(all_frames)} frames"
+        f"#{index}  {name} (label {label})  {len(all_frames)} frames"
         + (f" @ {fps:g} fps" if fps > 0 else "")
-        + f"  {w}x{h}  {meta.get('source', '')}"
+        + f"  {h} x {w} (h x w)  {meta.get('source', '')}"
     )
     sheet = contact_sheet(frames, picked, fps=fps, title=title, cols=cols, thumb_width=thumb_width)
     out = Path(out)

@@ -76,7 +76,7 @@ def check_sample(beton: BetonFile, index: int) -> tuple[int, BadSample | None]:
             try:
                 shape = decode_frame(data).shape
                 if shape[:2] != (h, w):
-                    problem = f"decoded {shape[1]}x{shape[0]}, stored size is {w}x{h}"
+                    problem = f"decoded {shape[0]} x {shape[1]}, stored size is {h} x {w} (h x w)"
             except ValueError as exc:
                 problem = str(exc)
         if problem is not None:

@@ -9,12 +9,20 @@ No file is opened or probed here: each folder is listed once with `os.scandir`, 
 dataset or an unreadable or malformed annotation file raises `LayoutError`, whose
 message is one line naming the path.
 
-Labels:
-- Kinetics: index into the sorted class names of the split's CSV.
+Labels come from the dataset's one class list, the same for every split (a class missing
+from one split's annotations must not shift the labels of the others):
+- Kinetics: index into the sorted union of the class names of every annotation CSV that
+  ships with a `label` column (train, val/validate, test).
 - Moments in Time: the index given by `moments_categories.txt`.
-- ImageNet: the line order of `LOC_synset_mapping.txt` when present, else sorted wnids.
+- ImageNet: the line order of `LOC_synset_mapping.txt` (whose names become the classes'
+  titles) when present, else the sorted wnid folders of `train/` (of the split if there
+  is no `train/`).
 - folder: index into the sorted class folder names; the root is the class tree
   (`<root>/<class>/<file>`, like torchvision's ImageFolder) and `split` is only recorded.
+
+Symbolic links are followed once: a folder reached a second time (a loop such as
+`zloop -> .`, or two links to one folder) is not listed again, and an annotated path that
+leaves the root (`../x.mp4`) is not read; both go to `Listing.skipped` with the reason.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import csv
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,8 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 )
 MISSING = "missing on disk"
+LOOP = "symbolic link to a folder already listed (a loop or a second link): not listed again"
+OUTSIDE = "path leaves the dataset root: not read"
 
 
 class LayoutError(ValueError):
@@ -86,8 +96,15 @@ class Listing:
     root: Path
     split: str
     items: list[Item]
-    classes: list[str]  # index -> name
+    classes: list[str]  # index -> name: the dataset's one class list
     missing: list[dict]  # annotated but not on disk: {"path": ..., "reason": "missing on disk"}
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: loops, ../ paths
+    titles: list[str] = field(default_factory=list)  # index -> readable name, if shipped
+
+    @property
+    def image_dataset(self) -> bool:
+        """Whether every item of the dataset is a still image (ImageNet)."""
+        return self.dataset == "imagenet"
 
 
 def list_items(dataset: str, root: Path | str, split: str = "train") -> Listing:
@@ -105,17 +122,22 @@ def list_items(dataset: str, root: Path | str, split: str = "train") -> Listing:
     split = {"validate": "val", "validation": "val", "training": "train"}.get(split, split)
     if split not in ("train", "val") and dataset != "folder":
         raise LayoutError(f"unknown split {split!r} for {dataset} in {root}; use train or val")
+    scan = _Scanner(root)
+    titles: list[str] = []
     if dataset.startswith("kinetics"):
-        items, classes, missing = _kinetics(root, split)
+        items, classes, missing = _kinetics(root, split, scan)
     elif dataset == "mit":
-        items, classes, missing = _mit(root, split)
+        items, classes, missing = _mit(root, split, scan)
     elif dataset == "imagenet":
-        items, classes, missing = _imagenet(root, split)
+        items, classes, missing, titles = _imagenet(root, split, scan)
     else:
-        items, classes, missing = _folder(root)
+        items, classes, missing = _folder(root, scan)
     items.sort(key=lambda i: i.source)
     missing.sort(key=lambda m: m["path"])
-    return Listing(dataset, root, split, items, classes, missing)
+    skipped = sorted(scan.skipped, key=lambda m: m["path"])
+    for entry in skipped:
+        log.warning("%s: %s", entry["path"], entry["reason"])
+    return Listing(dataset, root, split, items, classes, missing, skipped, titles)
 
 
 def _is_media(name: str) -> bool:
@@ -123,23 +145,53 @@ def _is_media(name: str) -> bool:
     return not name.startswith(".") and (suffix in VIDEO_EXTENSIONS or suffix in IMAGE_EXTENSIONS)
 
 
-def _scan(folder: Path) -> tuple[list[str], list[str]]:
-    """Names of the media files and of the (non-hidden) subfolders of `folder`."""
-    files, dirs = [], []
-    try:
-        with os.scandir(folder) as entries:
-            for e in entries:
-                if e.name.startswith("."):
-                    continue
-                if e.is_dir():
-                    dirs.append(e.name)
-                elif _is_media(e.name):
-                    files.append(e.name)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise LayoutError(f"cannot list {folder}: {e.strerror or e}") from None
-    return files, dirs
+class _Scanner:
+    """Lists folders, each real folder once (symbolic-link loops and repeats are skipped)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.seen: set[tuple[int, int]] = set()  # (device, inode) of every folder listed
+        self.skipped: list[dict] = []
+
+    def claim(self, folder: Path) -> bool:
+        """Mark `folder` as listed; False (and reported) when it was listed before."""
+        try:
+            st = folder.stat()
+        except OSError:
+            return True  # listing it says what is wrong
+        if (st.st_dev, st.st_ino) in self.seen:
+            self.skipped.append({"path": str(folder), "reason": LOOP})
+            return False
+        self.seen.add((st.st_dev, st.st_ino))
+        return True
+
+    def __call__(self, folder: Path, claimed: bool = False) -> tuple[list[str], list[str]]:
+        """Names of the media files and of the (non-hidden) subfolders of `folder`."""
+        if not claimed and not self.claim(folder):
+            return [], []
+        files, dirs = [], []
+        try:
+            with os.scandir(folder) as entries:
+                for e in entries:
+                    if e.name.startswith("."):
+                        continue
+                    if e.is_dir():
+                        dirs.append(e.name)
+                    elif _is_media(e.name):
+                        files.append(e.name)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise LayoutError(f"cannot list {folder}: {e.strerror or e}") from None
+        return files, dirs
+
+    def inside(self, rel: str) -> bool:
+        """Whether the annotated relative path `rel` stays under the root; else skipped."""
+        parts = rel.replace("\\", "/").split("/")
+        if rel.startswith("/") or ".." in parts:
+            self.skipped.append({"path": rel, "reason": OUTSIDE})
+            return False
+        return True
 
 
 class _Paths:
@@ -171,7 +223,26 @@ def _numbered(path: Path) -> Iterator[tuple[int, list[str]]]:
         raise LayoutError(f"cannot read annotation file {path}: {e}") from None
 
 
-def _kinetics(root: Path, split: str) -> tuple[list[Item], list[str], list[dict]]:
+KINETICS_CSVS = ("train.csv", "val.csv", "validate.csv", "test.csv")
+
+
+def _kinetics_classes(annotations: Path) -> set[str]:
+    """The class names of every shipped annotation CSV that has a ``label`` column."""
+    classes: set[str] = set()
+    for name in KINETICS_CSVS:
+        path = annotations / name
+        if not path.is_file():
+            continue
+        rows = _numbered(path)
+        header = next(rows, (0, []))[1]
+        if "label" not in header:
+            continue  # Kinetics-700's test.csv ships without labels
+        col = header.index("label")
+        classes.update(row[col] for _, row in rows if col < len(row) and row[col])
+    return classes
+
+
+def _kinetics(root: Path, split: str, scan: _Scanner) -> tuple[list[Item], list[str], list[dict]]:
     csv_path = root / "annotations" / f"{split}.csv"
     if (
         split == "val"
@@ -203,17 +274,17 @@ def _kinetics(root: Path, split: str) -> tuple[list[Item], list[str], list[dict]
         if not label or not yid:
             raise LayoutError(f"annotation file {csv_path} line {n} has an empty label or id")
         annotated[stem] = label
-    classes = sorted(set(annotated.values()))
+    classes = sorted(_kinetics_classes(root / "annotations") | set(annotated.values()))
     index = {c: i for i, c in enumerate(classes)}
 
     # One listing of <split>/ and of each <split>/<label>/: clip stem -> relative path.
     split_dir = root / split
-    top_files, subdirs = _scan(split_dir)
+    top_files, subdirs = scan(split_dir)
     on_disk: dict[str, str] = {}
     for name in top_files:
         on_disk.setdefault(os.path.splitext(name)[0], f"{split}/{name}")
     for d in sorted(subdirs):
-        for name in _scan(split_dir / d)[0]:
+        for name in scan(split_dir / d)[0]:
             stem = os.path.splitext(name)[0]
             # A clip found in its own label's folder wins over a copy elsewhere.
             if stem not in on_disk or annotated.get(stem) == d:
@@ -231,7 +302,7 @@ def _kinetics(root: Path, split: str) -> tuple[list[Item], list[str], list[dict]
     return items, classes, missing
 
 
-def _mit(root: Path, split: str) -> tuple[list[Item], list[str], list[dict]]:
+def _mit(root: Path, split: str, scan: _Scanner) -> tuple[list[Item], list[str], list[dict]]:
     cat_path = root / "moments_categories.txt"
     names: dict[int, str] = {}
     for n, row in _numbered(cat_path):
@@ -262,12 +333,12 @@ def _mit(root: Path, split: str) -> tuple[list[Item], list[str], list[dict]]:
                 f"not in {cat_path.name}: {','.join(row)!r}"
             )
         rel_media, label = row[0], row[1]
-        if rel_media in seen:
+        if rel_media in seen or not scan.inside(rel_media):
             continue
         seen.add(rel_media)
         folder, _, name = rel_media.rpartition("/")
         if folder not in listed:
-            listed[folder] = set(_scan(root / media / folder)[0])
+            listed[folder] = set(scan(root / media / folder)[0])
         rel = f"{media}/{rel_media}"
         if name in listed[folder]:
             items.append(Item(paths(rel), index[label], label, rel))
@@ -276,30 +347,34 @@ def _mit(root: Path, split: str) -> tuple[list[Item], list[str], list[dict]]:
     return items, classes, missing
 
 
-def _imagenet(root: Path, split: str) -> tuple[list[Item], list[str], list[dict]]:
+def _imagenet(
+    root: Path, split: str, scan: _Scanner
+) -> tuple[list[Item], list[str], list[dict], list[str]]:
     # Kaggle's copy nests the images under ILSVRC/Data/CLS-LOC/ beside the LOC_* files.
     base = root / "ILSVRC" / "Data" / "CLS-LOC"
     prefix = "ILSVRC/Data/CLS-LOC/" if base.is_dir() else ""
     base = base if prefix else root
     mapping = root / "LOC_synset_mapping.txt"
     classes: list[str] | None = None
+    titles: list[str] = []
     if mapping.exists():
         classes = []
         for n, row in _lines(mapping):
-            wnid = row.split(maxsplit=1)[0]
+            wnid, _, title = row.partition(" ")
             if not wnid.startswith("n"):
                 raise LayoutError(f"{mapping} line {n} does not start with a wnid: {row!r}")
             classes.append(wnid)
+            titles.append(title.strip())
 
     split_dir = base / split
     if not split_dir.is_dir():
         raise LayoutError(f"ImageNet {split} folder {split_dir} does not exist")
-    files, wnid_dirs = _scan(split_dir)
+    files, wnid_dirs = scan(split_dir)
     items: list[tuple[str, str]] = []  # (relative path, wnid)
     missing: list[dict] = []
     if wnid_dirs:  # train, or val sorted into class folders
-        for wnid in wnid_dirs:
-            items += [(f"{prefix}{split}/{wnid}/{f}", wnid) for f in _scan(split_dir / wnid)[0]]
+        for wnid in sorted(wnid_dirs):
+            items += [(f"{prefix}{split}/{wnid}/{f}", wnid) for f in scan(split_dir / wnid)[0]]
     else:  # flat val with LOC_val_solution.csv
         solution = root / "LOC_val_solution.csv"
         by_stem = {os.path.splitext(f)[0]: f for f in files}
@@ -320,7 +395,13 @@ def _imagenet(root: Path, split: str) -> tuple[list[Item], list[str], list[dict]
                 "%d images in %s are not in %s; left out", len(by_stem), split_dir, solution.name
             )
     if classes is None:
-        classes = sorted({w for _, w in items})
+        # No synset list: the class folders of train/ are the class list of every split.
+        train_dir = base / "train"
+        if split != "train" and train_dir.is_dir():
+            with os.scandir(train_dir) as entries:
+                classes = sorted(e.name for e in entries if e.is_dir() and e.name[0] != ".")
+        else:
+            classes = sorted({w for _, w in items})
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted({w for _, w in items} - index.keys())
     if unknown:
@@ -328,7 +409,7 @@ def _imagenet(root: Path, split: str) -> tuple[list[Item], list[str], list[dict]
             f"{len(unknown)} wnids in {split_dir} are not in {mapping}, e.g. {unknown[0]}"
         )
     paths = _Paths(root)
-    return [Item(paths(rel), index[w], w, rel) for rel, w in items], classes, missing
+    return [Item(paths(rel), index[w], w, rel) for rel, w in items], classes, missing, titles
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -341,15 +422,16 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         raise LayoutError(f"cannot read {path}: {e}") from None
 
 
-def _folder(root: Path) -> tuple[list[Item], list[str], list[dict]]:
-    classes = sorted(_scan(root)[1])
+def _folder(root: Path, scan: _Scanner) -> tuple[list[Item], list[str], list[dict]]:
+    # A class folder that is a link to one already listed (`zloop -> .`) is no class.
+    classes = [d for d in sorted(scan(root)[1]) if scan.claim(root / d)]
     items = []
     for label, name in enumerate(classes):
-        for dirpath, dirnames, filenames in os.walk(root / name):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            folder = Path(dirpath)
-            rel_dir = folder.relative_to(root).as_posix()
-            items += [
-                Item(folder / f, label, name, f"{rel_dir}/{f}") for f in filenames if _is_media(f)
-            ]
+        stack = [name]  # relative folders to list, depth first in sorted order
+        while stack:
+            rel_dir = stack.pop()
+            files, dirs = scan(root / rel_dir, claimed=rel_dir == name)
+            folder = root / rel_dir
+            items += [Item(folder / f, label, name, f"{rel_dir}/{f}") for f in files]
+            stack += [f"{rel_dir}/{d}" for d in sorted(dirs, reverse=True)]
     return items, classes, []

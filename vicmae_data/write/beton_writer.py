@@ -48,6 +48,7 @@ from ffcv.types import (
 from vicmae_data.atomic import atomic_path
 from vicmae_data.format.beton import Sample, beton_fields
 from vicmae_data.format.frames import packed_size
+from vicmae_data.format.manifest import Manifest, encode_manifest
 from vicmae_data.format.pages import PagePlan, choose_page_size
 
 # Reading a sample (a part file, or a sample of another .beton) is I/O: a few threads keep
@@ -82,10 +83,16 @@ def write_beton(
     frame_sizes: Sequence[int] | None = None,
     num_workers: int = READ_AHEAD_THREADS,
     progress: Callable[[int, int], None] | None = None,
+    manifest: Manifest | None = None,
 ) -> Path:
     """Write ``samples`` to ``path`` atomically; see :func:`write_beton_stats`."""
     return write_beton_stats(
-        path, samples, frame_sizes=frame_sizes, num_workers=num_workers, progress=progress
+        path,
+        samples,
+        frame_sizes=frame_sizes,
+        num_workers=num_workers,
+        progress=progress,
+        manifest=manifest,
     ).path
 
 
@@ -96,13 +103,16 @@ def write_beton_stats(
     frame_sizes: Sequence[int] | None = None,
     num_workers: int = READ_AHEAD_THREADS,
     progress: Callable[[int, int], None] | None = None,
+    manifest: Manifest | None = None,
 ) -> WriteStats:
     """Write ``samples`` (any indexable sequence of :class:`Sample`) to ``path``.
 
     ``frame_sizes[i]`` is the packed size of sample ``i``'s frame blob
     (:func:`~vicmae_data.format.frames.packed_size`); when omitted every sample is read
     once more to measure it. ``num_workers`` threads read samples ahead of the writer.
-    ``progress(done, total)`` is called as samples are written. Raises
+    ``progress(done, total)`` is called as samples are written. ``manifest`` (the class
+    list, :mod:`vicmae_data.format.manifest`) goes between the data and the allocation
+    table, pointed at from the label field's descriptor. Raises
     :class:`BetonWriteError` (one line, naming the cause) when the file cannot be written;
     nothing is then left under ``path``.
     """
@@ -126,6 +136,12 @@ def write_beton_stats(
                 allocations, end = _write_samples(
                     fd, samples, frame_sizes, metadata, plan, num_workers, progress
                 )
+                extra = 0
+                if manifest is not None:
+                    blob = encode_manifest(manifest, descriptors, end)
+                    _pwrite_all(fd, blob, end)
+                    extra = -(-len(blob) // ALLOC_TABLE_TYPE.alignment) * ALLOC_TABLE_TYPE.alignment
+                    end += extra
                 table = np.array(allocations, dtype=ALLOC_TABLE_TYPE)
                 _pwrite_all(fd, table.tobytes(), end)
                 header = np.zeros(1, dtype=HeaderType)
@@ -146,7 +162,7 @@ def write_beton_stats(
         page_size=plan.page_size,
         file_bytes=end + table.nbytes,
         stored_bytes=stored,
-        table_bytes=tables_start + metadata.nbytes + table.nbytes,
+        table_bytes=tables_start + metadata.nbytes + table.nbytes + extra,
     )
 
 

@@ -50,7 +50,8 @@ from vicmae_data.write.worker import Job, run_job
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+# 2: parts carry meta["kind"] (image or video).
+CACHE_VERSION = 2
 # A worker process is replaced after this many items, so that whatever a decoder leaks
 # on odd files cannot add up over a 300k-item dataset.
 TASKS_PER_WORKER = 500
@@ -86,6 +87,7 @@ class ConvertReport:
     missing: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     totals: dict[str, Any] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)  # label -> class, as stored in the file
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,6 +172,8 @@ def convert(
     run_settings = dict(key, workers=workers, shard=f"{shard[0]}/{shard[1]}", limit=limit)
     missing = [m for m in listing.missing if _missing_in_shard(m, Path(root), shard)]
     report = ConvertReport(str(out), 0, missing=missing, settings=run_settings)
+    report.classes = list(listing.classes)
+    report.skipped += [dict(entry) for entry in listing.skipped if shard[0] == 0]
     if not items:
         _write_report(out, report, start, frames=0, nbytes=0, resumed=0, listed=0)
         raise ConvertError(
@@ -191,6 +195,7 @@ def convert(
             len(listing.classes),
             str(cache.path(it.source)),
             settings,
+            listing.image_dataset,
         )
         for i, it in enumerate(items)
     ]
@@ -257,8 +262,9 @@ def convert(
     from vicmae_data.write.beton_writer import BetonWriteError
 
     tally.emit("write")
+    manifest = _manifest(listing, [headers[job.index] for job in ok])
     try:
-        _assemble(out, ok, headers, workers, tally.emit_written)
+        _assemble(out, ok, headers, workers, tally.emit_written, manifest)
     except BetonWriteError as exc:
         raise ConvertError(
             f"{exc}; the {len(ok)} converted items stay in {cache.directory}: "
@@ -416,15 +422,33 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def _manifest(listing: Any, headers: Sequence[dict[str, Any] | None]) -> Any:
+    """The class list and contents stored in the file (see vicmae_data.format.manifest)."""
+    from vicmae_data.format.manifest import Manifest, image_runs
+
+    kinds = [h["meta"].get("kind") == "image" for h in headers]  # type: ignore[index]
+    source = {"dataset": listing.dataset, "split": listing.split, "start": 0}
+    source.update(stop=len(headers), label_offset=0, num_classes=len(listing.classes))
+    return Manifest(
+        classes=tuple(listing.classes),
+        titles=tuple(listing.titles),
+        images=image_runs(kinds),
+        sources=(source,),
+    )
+
+
 class _CachedSamples:
     """The converted items as an indexable sequence of Samples, read from their parts.
 
-    ffcv's writer processes index it; each read loads one part from disk.
+    ffcv's writer processes index it; each read loads one part from disk. Labels and class
+    names come from this run's listing, not from the parts: the encoded frames do not
+    depend on them, and annotations edited between a run and its resumption must win.
     """
 
     def __init__(self, jobs: Sequence[Job]) -> None:
         self.paths = [job.part_path for job in jobs]
         self.labels = [job.label for job in jobs]
+        self.class_names = [job.class_name for job in jobs]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -438,7 +462,8 @@ class _CachedSamples:
             raise ConvertError(f"resume cache part {self.paths[index]} vanished or is damaged")
         head = part.header
         frames = FrameList(list(part.frames), int(head["height"]), int(head["width"]))
-        return Sample(frames, int(head["label"]), head["meta"])
+        meta = dict(head["meta"], class_name=self.class_names[index])
+        return Sample(frames, self.labels[index], meta)
 
 
 def _assemble(
@@ -447,6 +472,7 @@ def _assemble(
     headers: Sequence[dict[str, Any] | None],
     workers: int,
     progress: Callable[[int, int], None],
+    manifest: Any,
 ) -> None:
     from vicmae_data.write.beton_writer import write_beton
 
@@ -456,7 +482,7 @@ def _assemble(
         4 * (int(h["num_frames"]) + 1) + int(h["nbytes"])  # type: ignore[index]
         for h in (headers[job.index] for job in ok)
     ]
-    write_beton(out, _CachedSamples(ok), frame_sizes=sizes, progress=progress)
+    write_beton(out, _CachedSamples(ok), frame_sizes=sizes, progress=progress, manifest=manifest)
 
 
 def _write_report(

@@ -25,6 +25,7 @@ import numpy as np
 
 from vicmae_data.atomic import write_text_atomic
 from vicmae_data.format.beton import BetonError, BetonFile, Sample
+from vicmae_data.format.manifest import merged_manifest
 from vicmae_data.write.beton_writer import write_beton
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,14 @@ def _summarise(path: str) -> _InputSummary:
         meta = beton.meta(int(i))
         classes[int(label)] = str(meta.get("class_name", int(label)))
         datasets.add(str(meta.get("dataset", "")))
+    if beton.manifest is not None:  # the whole class list, also the classes no sample uses
+        classes = beton.class_names()
     return _InputSummary(
         path=path,
         length=len(labels),
         classes=classes,
         datasets=frozenset(datasets),
-        max_label=int(uniq.max()),
+        max_label=max(int(uniq.max()), len(classes) - 1),
         max_sample_bytes=int(np.asarray(beton.frames_meta["size"]).max()),
     )
 
@@ -178,6 +181,11 @@ class MergedSamples(Sequence[Sample]):
         if beton is None:  # threads may both open it: harmless, both are read-only
             beton = self._open[k] = BetonFile(self.plan.inputs[k])
         return beton
+
+    def kept_rows(self) -> np.ndarray:
+        """Each written sample's index among all the inputs' samples end to end."""
+        starts = np.concatenate([[0], np.cumsum(self.plan.lengths)[:-1]]).astype(np.int64)
+        return starts[self._where[:, 0]] + self._where[:, 1]
 
     def frame_sizes(self) -> list[int]:
         """The stored size of every sample's frame blob (from the inputs' tables)."""
@@ -328,7 +336,18 @@ def merge(
             log.warning("skipped %s sample %d: %s", entry["path"], entry["index"], entry["reason"])
         if len(samples) == 0:
             raise BetonError("nothing to merge: every sample fails its CRC32 check")
-    write_beton(out, samples, frame_sizes=samples.frame_sizes(), num_workers=num_workers)
+    manifest = merged_manifest(
+        [BetonFile(p).manifest for p in plan.inputs], plan.lengths, plan.offsets
+    )
+    if manifest is not None and damaged:
+        manifest = manifest.select(samples.kept_rows())
+    write_beton(
+        out,
+        samples,
+        frame_sizes=samples.frame_sizes(),
+        num_workers=num_workers,
+        manifest=manifest,
+    )
     log.info("merged %d samples from %d files into %s", len(samples), len(plan.inputs), out)
     report = merge_reports(plan.inputs, out, len(samples), damaged)
     return MergeResult(out=out, plan=plan, report=report, damaged=tuple(damaged))

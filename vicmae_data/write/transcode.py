@@ -96,6 +96,7 @@ class Transcoded:
     partial: str | None = None  # why decoding stopped part-way (frames kept), else None
     capped: str | None = None  # why frames were dropped on purpose (--max-frames, byte cap)
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "video"  # "image" for a still image; a one-frame video stays a video
 
     @property
     def num_frames(self) -> int:
@@ -175,7 +176,7 @@ def transcode_image(path: Path, settings: TranscodeSettings) -> Transcoded:
         rgb_img = rgb_img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
     rgb = np.asarray(rgb_img, dtype=np.uint8)  # [H, W, 3]
     frame = encode_webp(np.ascontiguousarray(rgb), webp_config(settings))
-    return Transcoded([frame], height, width, 0.0, 0.0, src_h, src_w)
+    return Transcoded([frame], height, width, 0.0, 0.0, src_h, src_w, kind="image")
 
 
 def transcode_video(path: Path, settings: TranscodeSettings) -> Transcoded:

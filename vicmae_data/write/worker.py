@@ -30,6 +30,7 @@ class Job:
     num_classes: int
     part_path: str
     settings: TranscodeSettings
+    image_dataset: bool = False  # every item is a still image (ImageNet)
 
 
 def item_meta(job: Job, result: Any) -> dict[str, Any]:
@@ -39,6 +40,8 @@ def item_meta(job: Job, result: Any) -> dict[str, Any]:
         "class_name": job.class_name,
         "dataset": job.dataset,
         "num_classes": job.num_classes,
+        # An image dataset's items are images; elsewhere a one-frame video stays a video.
+        "kind": "image" if job.image_dataset else result.kind,
         "fps": round(result.fps, 6),
         "num_frames": result.num_frames,
         "height": result.height,

@@ -1,0 +1,60 @@
+"""A sample's frames as stored: one blob of WebP frames behind an offset table.
+
+    offsets: uint32[T + 1]   offsets[0] == 4 * (T + 1); frame t is blob[offsets[t]:offsets[t + 1]]
+    frame 0 WebP bytes, frame 1 WebP bytes, ...
+
+NumPy only (no ffcv): the inspection commands and the conversion workers import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+OFFSET_DTYPE = np.dtype("<u4")
+
+
+@dataclass(frozen=True)
+class FrameList:
+    """What the writer takes for one sample: WebP-encoded frames of one size."""
+
+    frames: Sequence[bytes]
+    height: int
+    width: int
+
+    def __post_init__(self) -> None:
+        if len(self.frames) == 0:
+            raise ValueError("a FrameList needs at least one frame")
+
+
+def pack_frames(frames: Sequence[bytes]) -> np.ndarray:
+    """Frame bytes -> one uint8 blob (offset table, then the frames back to back)."""
+    num = len(frames)
+    header = OFFSET_DTYPE.itemsize * (num + 1)
+    sizes = np.fromiter((len(f) for f in frames), dtype=np.int64, count=num)
+    offsets = np.empty(num + 1, dtype=np.int64)
+    offsets[0] = header
+    np.cumsum(sizes, out=offsets[1:])
+    offsets[1:] += header
+    if offsets[-1] >= 2**32:
+        raise ValueError(f"a sample of {offsets[-1]} bytes does not fit a uint32 offset table")
+    blob = np.empty(int(offsets[-1]), dtype=np.uint8)
+    blob[:header] = np.frombuffer(offsets.astype(OFFSET_DTYPE).tobytes(), dtype=np.uint8)
+    for t, frame in enumerate(frames):
+        blob[offsets[t] : offsets[t + 1]] = np.frombuffer(frame, dtype=np.uint8)
+    return blob
+
+
+def unpack_frames(blob: np.ndarray, num_frames: int) -> list[bytes]:
+    """The inverse of :func:`pack_frames`."""
+    offsets = np.frombuffer(
+        blob[: OFFSET_DTYPE.itemsize * (num_frames + 1)].tobytes(), OFFSET_DTYPE
+    )
+    return [blob[offsets[t] : offsets[t + 1]].tobytes() for t in range(num_frames)]
+
+
+def packed_size(frames: Sequence[bytes]) -> int:
+    """Bytes :func:`pack_frames` will produce (to choose a page size before writing)."""
+    return OFFSET_DTYPE.itemsize * (len(frames) + 1) + sum(len(f) for f in frames)
