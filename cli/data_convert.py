@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from vicmae_cli.common import fail
-from vicmae_data.write.transcode import DEFAULT_METHOD
+from vicmae_cli.progress import ConvertProgressView, shown
+from vicmae_data.write.settings import DEFAULT_METHOD, DEFAULT_QUALITY
 
 console = Console(stderr=True)
 
@@ -48,7 +42,7 @@ def convert_command(
     max_frames: int | None = typer.Option(
         None, "--max-frames", help="Keep at most N frames per video (the rest is dropped)."
     ),
-    quality: int = typer.Option(90, "--quality", "-q", help="WebP quality 0..100."),
+    quality: int = typer.Option(DEFAULT_QUALITY, "--quality", "-q", help="WebP quality 0..100."),
     method: int = typer.Option(
         DEFAULT_METHOD, "--method", help="WebP encoder effort 0..6: higher is smaller, slower."
     ),
@@ -57,14 +51,48 @@ def convert_command(
     ),
     shard: str = typer.Option("0/1", "--shard", help="Convert only shard K of N, as K/N."),
     limit: int | None = typer.Option(None, "--limit", help="Convert only the first N items."),
+    holdout: float = typer.Option(
+        0.0,
+        "--holdout",
+        help="Hold out this fraction of every class (by source path, deterministic) and "
+        "write it to --holdout-out instead of --out.",
+    ),
+    holdout_out: Path | None = typer.Option(
+        None, "--holdout-out", help="The .beton for the held-out items (with --holdout)."
+    ),
+    item_timeout: float = typer.Option(
+        600,
+        "--item-timeout",
+        help="Seconds one item may take; one that takes longer is stopped and skipped.",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace OUT if it is already complete (convert it again)."
+    ),
+    restart: bool = typer.Option(
+        False,
+        "--restart",
+        help="Discard the items in OUT.parts/ that were converted with other settings.",
+    ),
+    log_every: float = typer.Option(
+        30,
+        "--log-every",
+        help="Seconds between progress lines when stderr is not a terminal (a job's log).",
+    ),
 ) -> None:
     """Convert a dataset into a .beton file of WebP frame lists (resumable).
 
     Skipped and shortened files are named in OUT.report.json; rerunning the same
-    command after an interruption resumes from OUT.parts/.
+    command after an interruption resumes from OUT.parts/. A complete OUT is left
+    alone (--overwrite converts it again); other settings than those of the items in
+    OUT.parts/ are refused, with the list of what differs (--restart starts over).
+    OUT is locked while the job runs: a second job on it is refused.
 
     Example:
         vicmae-data convert kinetics400 --out k400.beton --workers 16
+
+    A validation split for a dataset that ships none (10% of every class):
+        vicmae-data convert folder --root data/mine/train --out train.beton \\
+            --holdout 0.1 --holdout-out val.beton
 
     Slurm job array (16 shards, then join them):
         #SBATCH --array=0-15
@@ -72,8 +100,12 @@ def convert_command(
             --out k400-${SLURM_ARRAY_TASK_ID}.beton
         vicmae-data merge k400-*.beton --out k400.beton
     """
+    from vicmae_data.oserror import os_cause
     from vicmae_data.sources.layouts import LayoutError
     from vicmae_data.write.convert import ConvertError, convert, parse_shard
+    from vicmae_data.write.lock import OutputLockedError
+    from vicmae_data.write.parts import SettingsChangedError
+    from vicmae_data.write.report import OutputExistsError
 
     try:
         fps_cap = None if fps.strip().lower() == "native" else float(fps)
@@ -87,95 +119,77 @@ def convert_command(
     logging.basicConfig(
         level=logging.WARNING, handlers=[RichHandler(console=console)], format="%(message)s"
     )
-    with _ProgressView() as view:
-        try:
-            report = convert(
-                dataset,
-                root,
-                out,
-                split=split,
-                workers=workers,
-                short_side=short_side,
-                fps=fps_cap,
-                max_frames=max_frames,
-                quality=quality,
-                method=method,
-                max_sample_bytes=int(max_sample_mb * (1 << 20)),
-                shard=shard_kn,
-                limit=limit,
-                progress=view.update,
-            )
-        except LayoutError as exc:
-            view.stop()
-            fail(str(exc))
-        except ConvertError as exc:
-            view.stop()
-            fail(str(exc), code=1)
-        except ValueError as exc:
-            view.stop()
-            fail(str(exc))
-        except KeyboardInterrupt:
-            view.stop()
-            fail("interrupted; rerun the same command to resume", code=130)
+    previous = signal.signal(signal.SIGTERM, _terminate)  # Slurm's scancel, a time limit
+    view = ConvertProgressView(console, log_every)
+    try:
+        report = convert(
+            dataset,
+            root,
+            out,
+            split=split,
+            workers=workers,
+            short_side=short_side,
+            fps=fps_cap,
+            max_frames=max_frames,
+            quality=quality,
+            method=method,
+            max_sample_bytes=int(max_sample_mb * (1 << 20)),
+            shard=shard_kn,
+            limit=limit,
+            holdout=holdout,
+            holdout_out=holdout_out,
+            item_timeout=item_timeout,
+            overwrite=overwrite,
+            restart=restart,
+            progress=view.update,
+        )
+    except (
+        LayoutError,
+        ValueError,
+        SettingsChangedError,
+        OutputExistsError,
+        OutputLockedError,
+    ) as exc:
+        view.stop()
+        fail(shown(str(exc)))
+    except ConvertError as exc:
+        view.stop()
+        fail(shown(str(exc)), code=1)
+    except OSError as exc:
+        view.stop()
+        where = f" ({shown(str(exc.filename))})" if exc.filename else ""
+        fail(f"{os_cause(exc)}{where}; rerun the same command to resume", code=1)
+    except _Terminated:
+        view.stop()
+        fail("terminated (SIGTERM); rerun the same command to resume", code=143)
+    except KeyboardInterrupt:
+        view.stop()
+        fail("interrupted; rerun the same command to resume", code=130)
+    finally:
+        view.stop()
+        signal.signal(signal.SIGTERM, previous)
+    if report.up_to_date:
+        Console().print(
+            f"{shown(report.out)} is already complete ({report.written:,} samples, report "
+            f"{shown(report.out)}.report.json): nothing to do; --overwrite converts it again",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     _summary(report)
 
 
-class _ProgressView:
-    """A rich progress bar fed by the library's progress callback."""
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C, so the workers are stopped and nothing leaks."""
 
-    def __init__(self) -> None:
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rates]}"),
-            TextColumn("[yellow]{task.fields[skipped]} skipped"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
-        self.task = self.bar.add_task("convert", total=None, rates="", skipped=0)
-        self.base: tuple[float, int, int] | None = None
-        self.phase = "convert"
 
-    def __enter__(self) -> _ProgressView:
-        return self  # the bar starts with the first update: errors before it print alone
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
-
-    def stop(self) -> None:
-        self.bar.stop()
-
-    def update(self, p) -> None:
-        # Rates count only this run's work, not the items resumed from the cache; the
-        # write phase counts samples written, from 0 again.
-        if p.phase != self.phase:
-            self.phase, self.base = p.phase, None
-        if self.base is None:
-            self.base = (p.elapsed, p.done, p.frames)
-            self.bar.start()
-        seconds = max(p.elapsed - self.base[0], 1e-9)
-        items_s = (p.done - self.base[1]) / seconds
-        frames_s = (p.frames - self.base[2]) / seconds
-        rates = f"{items_s:.1f} items/s {frames_s:.0f} frames/s"
-        if p.phase == "write":
-            rates = f"{items_s:.1f} samples/s"
-        self.bar.update(
-            self.task,
-            description="write .beton" if p.phase == "write" else "convert",
-            total=p.total,
-            completed=p.done,
-            skipped=p.skipped,
-            rates=rates,
-        )
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 def _summary(report) -> None:
     t = report.totals
-    table = Table(title=f"converted {report.out}", show_header=False)
+    table = Table(title=f"converted {shown(report.out)}", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
     rows = [
@@ -189,13 +203,14 @@ def _summary(report) -> None:
         ("capped", str(t["capped"])),
         ("missing", str(t["missing"])),
         ("resumed", str(t["resumed"])),
+        ("classes", str(len(report.classes))),
     ]
     for what, value in rows:
         table.add_row(what, value)
     Console().print(table)
     for entry in report.skipped[:10]:
         console.print(
-            f"[yellow]skipped[/] {entry['path']}: {entry['reason']}",
+            f"[yellow]skipped[/] {shown(entry['path'])}: {shown(entry['reason'])}",
             highlight=False,
             soft_wrap=True,
         )
@@ -203,11 +218,19 @@ def _summary(report) -> None:
         console.print(f"... and {len(report.skipped) - 10} more", highlight=False, soft_wrap=True)
     for entry in report.partial[:10]:
         console.print(
-            f"[yellow]partial[/] {entry['path']}: {entry['reason']}",
+            f"[yellow]partial[/] {shown(entry['path'])}: {shown(entry['reason'])}",
             highlight=False,
             soft_wrap=True,
         )
-    console.print(f"report: {report.out}.report.json", highlight=False, soft_wrap=True)
+    if report.holdout:
+        held = shown(report.holdout["holdout"])
+        console.print(
+            f"held out: {report.holdout['holdout_written']} items in {held} "
+            f"(report {held}.report.json)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"report: {shown(report.out)}.report.json", highlight=False, soft_wrap=True)
 
 
 def _size(n: float) -> str:

@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vicmae_cli.common import fail
-from vicmae_data.synth.dataset import LAYOUTS, SPLITS, synth_dataset
+from vicmae_data.sources.layouts import DATASETS as LAYOUTS  # synth writes every layout
+from vicmae_data.sources.layouts import SPLITS
 
 
 def synth(
@@ -56,6 +57,8 @@ def synth(
         fail(f"cannot write to {out}: {e.strerror or e}")
     splits = SPLITS if split == "both" else (split,)
     try:
+        from vicmae_data.synth.dataset import synth_dataset  # PyAV, numpy: only when used
+
         summary = synth_dataset(
             layout, out, videos=videos, seed=seed, splits=splits, flat=flat, missing=missing
         )

@@ -24,6 +24,8 @@ from vicmae_data.sources.layouts import list_items
 from vicmae_data.synth.dataset import synth_dataset
 from vicmae_data.synth.media import render_clip, write_video
 from vicmae_data.write.convert import ConvertError, convert, in_shard, parse_shard
+from vicmae_data.write.parts import SettingsChangedError
+from vicmae_data.write.report import OutputExistsError
 from vicmae_data.write.transcode import rgb_frame, target_size
 
 SHORT = 32
@@ -163,6 +165,7 @@ class StopError(Exception):
 def test_interrupted_run_resumes_and_settings_change_restarts(datasets, tmp_path):
     _, root = datasets["mit"]
     out = tmp_path / "mit.beton"
+    parts = tmp_path / "mit.beton.parts"
     reference_run = convert("mit", root, tmp_path / "ref.beton", workers=1, short_side=SHORT)
 
     def stop_after_two(p):
@@ -171,17 +174,41 @@ def test_interrupted_run_resumes_and_settings_change_restarts(datasets, tmp_path
 
     with pytest.raises(StopError):
         convert("mit", root, out, workers=1, short_side=SHORT, progress=stop_after_two)
-    assert not out.exists() and (tmp_path / "mit.beton.parts").is_dir()
+    assert not out.exists() and parts.is_dir()
     seen = []
     report = convert("mit", root, out, workers=1, short_side=SHORT, progress=seen.append)
     assert report.totals["resumed"] == 2 and seen[0].resumed == 2
-    assert seen[-1].done == seen[-1].total == reference_run.written
+    done = [p for p in seen if p.phase == "convert"]
+    assert done[-1].done == done[-1].total == reference_run.written
     assert _same(samples(out), samples(tmp_path / "ref.beton"))
-    # Same interruption, then other settings: nothing of the old cache is reused.
+
+    # A complete output is left alone: nothing is encoded, the report on disk comes back.
+    before = (out.stat().st_mtime_ns, out.read_bytes())
+    seen.clear()
+    again = convert("mit", root, out, workers=2, short_side=SHORT, progress=seen.append)
+    assert again.up_to_date and again.written == report.written and seen == []
+    assert (out.stat().st_mtime_ns, out.read_bytes()) == before
+    # ... and with other settings it is replaced only when asked.
+    with pytest.raises(OutputExistsError, match=r"quality: 90 -> 60.*--overwrite"):
+        convert("mit", root, out, workers=1, short_side=SHORT, quality=60)
+    assert (out.stat().st_mtime_ns, out.read_bytes()) == before and not parts.exists()
+
+    # Interrupted while replacing it; a rerun with other settings lists them and deletes
+    # nothing; --restart starts over.
     with pytest.raises(StopError):
-        convert("mit", root, out, workers=1, short_side=SHORT, progress=stop_after_two)
-    report = convert("mit", root, out, workers=1, short_side=SHORT, quality=60)
-    assert report.totals["resumed"] == 0
+        convert(
+            "mit", root, out, workers=1, short_side=SHORT, overwrite=True, progress=stop_after_two
+        )
+    kept = sorted(parts.rglob("*"))
+    with pytest.raises(SettingsChangedError) as info:
+        convert("mit", root, out, workers=1, short_side=SHORT, quality=60, method=0)
+    message = str(info.value)
+    assert "quality: 90 -> 60" in message and "method: 2 -> 0" in message
+    assert "--restart" in message and "short_side" not in message
+    assert sorted(parts.rglob("*")) == kept
+    assert (out.stat().st_mtime_ns, out.read_bytes()) == before
+    report = convert("mit", root, out, workers=1, short_side=SHORT, quality=60, restart=True)
+    assert report.totals["resumed"] == 0 and report.settings["settings"]["quality"] == 60
 
 
 def _same(a: list, b: list) -> bool:

@@ -44,6 +44,7 @@ DATASETS: tuple[str, ...] = (
     "imagenet",
     "folder",
 )
+SPLITS: tuple[str, ...] = ("train", "val")  # as every layout names them here
 VIDEO_EXTENSIONS = frozenset(
     {
         ".mp4",

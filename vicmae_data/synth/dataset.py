@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vicmae_data.sources.layouts import DATASETS
+from vicmae_data.sources.layouts import DATASETS, SPLITS
 from vicmae_data.synth.media import (
     ClipSpec,
     render_clip,
@@ -43,7 +43,6 @@ __all__ = [
 
 # synth writes exactly the layouts the converters read.
 LAYOUTS: tuple[str, ...] = DATASETS
-SPLITS: tuple[str, ...] = ("train", "val")
 
 # A few real class names of each release; the releases differ in class count and names only.
 KINETICS_CLASSES: dict[str, tuple[str, ...]] = {

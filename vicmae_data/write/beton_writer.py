@@ -26,7 +26,6 @@ for the bytes it stores)::
 
 from __future__ import annotations
 
-import errno
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +49,7 @@ from vicmae_data.format.beton import Sample, beton_fields
 from vicmae_data.format.frames import packed_size
 from vicmae_data.format.manifest import Manifest, encode_manifest
 from vicmae_data.format.pages import PagePlan, choose_page_size
+from vicmae_data.oserror import os_cause
 
 # Reading a sample (a part file, or a sample of another .beton) is I/O: a few threads keep
 # the disk busy while this one copies; more only adds memory (each holds one sample).
@@ -154,7 +154,7 @@ def write_beton_stats(
             finally:
                 os.close(fd)
     except OSError as exc:
-        raise BetonWriteError(f"{path}: cannot write ({_os_cause(exc)})") from None
+        raise BetonWriteError(f"{path}: cannot write ({os_cause(exc)})") from None
     stored = int(sum(int(size) for _, _, size in allocations))
     return WriteStats(
         path=path,
@@ -164,16 +164,6 @@ def write_beton_stats(
         stored_bytes=stored,
         table_bytes=tables_start + metadata.nbytes + table.nbytes + extra,
     )
-
-
-def _os_cause(exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return "disk full"
-    if exc.errno == errno.EDQUOT:
-        return "disk quota exceeded"
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return f"the folder is not writable: {exc.strerror}"
-    return exc.strerror or str(exc)
 
 
 def _field_descriptors(fields: dict) -> np.ndarray:
@@ -257,7 +247,7 @@ def _read_ahead(samples: Sequence[Sample], threads: int) -> Iterator[tuple[int, 
         try:
             return samples[i]
         except OSError as exc:  # not the output's fault: say so before the caller's except
-            raise BetonWriteError(f"sample {i}: cannot read its input ({_os_cause(exc)})") from None
+            raise BetonWriteError(f"sample {i}: cannot read its input ({os_cause(exc)})") from None
 
     if threads <= 1:
         for i in range(n):

@@ -2,16 +2,24 @@
 
     report = convert("kinetics400", Path("data/kinetics400"), Path("k400.beton"), workers=8)
 
+0. Settings that cannot work are refused before anything is read or written; the output
+   is locked for the whole job (``OUT.lock``, :mod:`vicmae_data.write.lock`): a second
+   job on the same output is refused at once. An output that is already complete with
+   the same settings is left alone (the report on disk is returned, nothing is encoded);
+   with other settings, or without a report, it is replaced only with ``overwrite=True``.
 1. The layout reader lists the items (label, class name, stable source id) and the
-   annotated items missing on disk.
-2. ``--shard K/N`` keeps the items whose source id hashes to K modulo N (stable across
-   machines and reruns); ``--limit`` keeps the first N of those.
-3. Worker processes transcode items (:mod:`vicmae_data.write.transcode`) and write each
+   annotated items missing on disk; labels index the dataset's one class list.
+2. ``--holdout F`` sets aside a stratified, deterministic fraction of the items for a
+   second output (:mod:`vicmae_data.write.holdout`); ``--shard K/N`` keeps the items whose
+   source id hashes to K modulo N (stable across machines and reruns); ``--limit`` keeps
+   the first N of those.
+3. Worker processes transcode items (:mod:`vicmae_data.write.transcode`), watched by
+   :mod:`vicmae_data.write.pool` (per-item time limit, dead workers), and write each
    result, good or skipped, to the resume cache ``FILE.beton.parts/``; items already
-   there are not converted again, so a rerun after a kill resumes.
-4. The .beton is assembled from the cache in listing order (atomically, by
-   :func:`vicmae_data.write.beton_writer.write_beton`), ``FILE.beton.report.json`` is written, the
-   cache is removed.
+   there are not converted again, so a rerun after a kill resumes. A rerun with other
+   settings is refused with the list of what differs, unless ``restart=True``.
+4. Each output is assembled from the cache in listing order (atomically), with the class
+   list stored inside it, ``FILE.beton.report.json`` is written, the cache is removed.
 
 Splitting a dataset over a Slurm job array, then joining the shards::
 
@@ -24,37 +32,50 @@ Splitting a dataset over a Slurm job array, then joining the shards::
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import logging
-import multiprocessing
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vicmae_data.atomic import write_text_atomic
-from vicmae_data.write.parts import PartsCache, parts_dir_for, read_part, write_part
-from vicmae_data.write.transcode import (
+from vicmae_data.oserror import os_cause
+from vicmae_data.write.holdout import holdout_sources, source_hash
+from vicmae_data.write.parts import PartsCache, parts_dir_for, read_part
+from vicmae_data.write.pool import DEFAULT_ITEM_TIMEOUT, PoolError, WorkerPool
+from vicmae_data.write.report import (
+    ConvertReport,
+    OutputExistsError,
+    add_item,
+    completed,
+    report_path_for,
+    write_report,
+)
+from vicmae_data.write.settings import (
     DEFAULT_MAX_SAMPLE_BYTES,
     DEFAULT_METHOD,
     DEFAULT_QUALITY,
     TranscodeSettings,
 )
-from vicmae_data.write.worker import Job, run_job
+from vicmae_data.write.worker import Job
 
 log = logging.getLogger(__name__)
 
-# 2: parts carry meta["kind"] (image or video).
+# 2: parts carry meta["kind"] (image or video); labels are taken from the listing.
 CACHE_VERSION = 2
-# A worker process is replaced after this many items, so that whatever a decoder leaks
-# on odd files cannot add up over a 300k-item dataset.
-TASKS_PER_WORKER = 500
+
+__all__ = [
+    "ConvertError",
+    "ConvertProgress",
+    "ConvertReport",
+    "OutputExistsError",
+    "convert",
+    "in_shard",
+    "parse_shard",
+    "report_path_for",
+]
 
 
 class ConvertError(RuntimeError):
@@ -63,9 +84,10 @@ class ConvertError(RuntimeError):
 
 @dataclass(frozen=True)
 class ConvertProgress:
-    """Where a conversion stands; passed to the ``progress`` callback after every item."""
+    """Where a conversion stands; passed to ``progress`` after every item and at least
+    every second while items are being converted."""
 
-    phase: str  # "convert", then "write" while the .beton is assembled
+    phase: str  # "convert", then "write" while each .beton is assembled
     done: int  # items finished, resumed ones included ("write": samples written)
     total: int
     resumed: int  # items found in the resume cache at start
@@ -73,36 +95,13 @@ class ConvertProgress:
     nbytes: int
     skipped: int
     elapsed: float  # seconds since start
-
-
-@dataclass
-class ConvertReport:
-    """What a conversion did; also written as ``FILE.beton.report.json``."""
-
-    out: str
-    written: int
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    partial: list[dict[str, Any]] = field(default_factory=list)
-    capped: list[dict[str, Any]] = field(default_factory=list)
-    missing: list[dict[str, Any]] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-    totals: dict[str, Any] = field(default_factory=dict)
-    classes: list[str] = field(default_factory=list)  # label -> class, as stored in the file
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def report_path_for(out: str | os.PathLike) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".report.json")
+    out: str = ""  # the file being written ("write" phase)
 
 
 def in_shard(source: str, shard: tuple[int, int]) -> bool:
     """Whether an item belongs to shard ``K`` of ``N``: a hash of its source id, modulo N."""
     k, n = shard
-    digest = hashlib.sha1(source.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little") % n == k
+    return source_hash(source) % n == k
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -136,143 +135,313 @@ def convert(
     max_sample_bytes: int = DEFAULT_MAX_SAMPLE_BYTES,
     shard: tuple[int, int] = (0, 1),
     limit: int | None = None,
+    holdout: float = 0.0,
+    holdout_out: str | os.PathLike | None = None,
+    item_timeout: float = DEFAULT_ITEM_TIMEOUT,
+    overwrite: bool = False,
+    restart: bool = False,
     progress: Callable[[ConvertProgress], None] | None = None,
 ) -> ConvertReport:
     """Convert ``split`` of ``dataset`` under ``root`` into the .beton ``out``.
 
-    Raises :class:`vicmae_data.sources.layouts.LayoutError` for a missing root, an unknown dataset
-    or an unreadable annotation file, :class:`ConvertError` when no item converted (the
-    report is written anyway), ``ValueError`` for bad settings. Resumes from
-    ``out.parts/`` when it was made with the same settings.
+    With ``holdout=F`` and ``holdout_out``, a stratified fraction F of the items goes to
+    ``holdout_out`` instead (its report is ``report.holdout``'s ``report`` file).
+    ``item_timeout`` seconds is the most one item may take (then it is skipped).
+
+    Raises ``ValueError`` for settings that cannot work (before any work), ``LayoutError``
+    for a missing root, an unknown dataset or an unreadable annotation file,
+    ``OutputLockedError`` when another job writes ``out``, ``OutputExistsError`` when ``out`` is
+    complete with other settings (``overwrite=True`` replaces it), ``SettingsChangedError`` when
+    ``out.parts/`` holds items made with other settings (``restart=True`` discards them),
+    :class:`ConvertError` when no item converted or the job cannot go on (the message says
+    why; encoded items stay for the rerun). Returns the report on disk, with
+    ``up_to_date=True``, when ``out`` is already complete with these settings.
     """
-    from vicmae_data.sources.layouts import (
-        list_items,  # the listing is the first thing that can fail
-    )
+    from vicmae_data.sources.layouts import list_items
+    from vicmae_data.write.lock import output_lock
 
     settings = TranscodeSettings(short_side, fps, max_frames, quality, method, max_sample_bytes)
-    parse_shard(f"{shard[0]}/{shard[1]}")  # validates
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
-    workers = default_workers() if workers is None else max(1, int(workers))
     out = Path(out)
+    held_out = Path(holdout_out) if holdout_out is not None else None
+    workers = default_workers() if workers is None else int(workers)
+    _check_run(out, held_out, holdout, shard, limit, workers, item_timeout)
     start = time.perf_counter()
 
-    listing = list_items(dataset, Path(root), split)
-    items = [item for item in listing.items if in_shard(item.source, shard)]
-    if limit is not None:
-        items = items[:limit]
-    root_text = str(Path(root).resolve())
-    key = {
-        "version": CACHE_VERSION,
-        "dataset": dataset,
-        "root": root_text,
-        "split": split,
-        "settings": asdict(settings),
-    }
-    run_settings = dict(key, workers=workers, shard=f"{shard[0]}/{shard[1]}", limit=limit)
-    missing = [m for m in listing.missing if _missing_in_shard(m, Path(root), shard)]
-    report = ConvertReport(str(out), 0, missing=missing, settings=run_settings)
-    report.classes = list(listing.classes)
-    report.skipped += [dict(entry) for entry in listing.skipped if shard[0] == 0]
-    if not items:
-        _write_report(out, report, start, frames=0, nbytes=0, resumed=0, listed=0)
-        raise ConvertError(
-            f"no items to convert in {root} ({dataset}, split {split}"
-            f"{'' if shard == (0, 1) else f', shard {shard[0]}/{shard[1]}'})"
+    with contextlib.ExitStack() as stack:
+        for path in (out, held_out):
+            if path is not None:
+                _make_parent(path)
+                stack.enter_context(_os_errors(f"cannot lock {path}"))
+                stack.enter_context(output_lock(path))
+        listing = list_items(dataset, Path(root), split)
+        key = {
+            "version": CACHE_VERSION,
+            "dataset": dataset,
+            "root": str(Path(root).resolve()),
+            "split": split,
+            "settings": asdict(settings),
+        }
+        run_settings = dict(
+            key,
+            shard=f"{shard[0]}/{shard[1]}",
+            limit=limit,
+            holdout=holdout,
+            holdout_out=str(held_out) if held_out else None,
+            workers=workers,
+            item_timeout=item_timeout,
         )
+        # A resume cache next to an output means an unfinished run that was allowed to
+        # replace it (a run is refused before it starts when it was not).
+        if not overwrite and not parts_dir_for(out).exists():
+            done = _completed(out, held_out, run_settings)
+            if done is not None:
+                log.info("%s is already complete: nothing to do", out)
+                return done
+        run = _Run(dataset, listing, out, held_out, run_settings, settings, start, progress)
+        run.select(shard, limit, holdout)
+        with _os_errors(f"cannot write the resume cache {parts_dir_for(out)}"):
+            run.cache = PartsCache(parts_dir_for(out), key)
+            run.cache.open(restart=restart)
+        run.encode(workers, item_timeout)
+        return run.finish()
+    raise AssertionError("unreachable")  # pragma: no cover
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cache = PartsCache(parts_dir_for(out), key)
-    cache.open()
-    jobs = [
-        Job(
-            i,
-            str(it.path),
-            it.source,
-            int(it.label),
-            it.class_name,
-            dataset,
-            len(listing.classes),
-            str(cache.path(it.source)),
-            settings,
-            listing.image_dataset,
-        )
-        for i, it in enumerate(items)
-    ]
-    headers: list[dict[str, Any] | None] = [None] * len(jobs)
-    todo: list[Job] = []
-    for job in jobs:
-        part = read_part(job.part_path, frames=False)
-        if part is None:
-            todo.append(job)
-        else:
-            headers[job.index] = part.header
-    resumed = len(jobs) - len(todo)
-    if resumed:
-        log.info("resuming: %d of %d items already converted", resumed, len(jobs))
 
-    tally = _Tally(len(jobs), resumed, start, progress)
-    for header in headers:
-        if header is not None:
-            tally.add(header)
-    tally.emit("convert")
-    for job, header in _run_jobs(todo, workers):
-        headers[job.index] = header
-        tally.add(header)
-        tally.emit("convert")
+def _completed(out: Path, held_out: Path | None, settings: dict[str, Any]) -> ConvertReport | None:
+    """The report of ``out`` if it (and the held-out file) is complete with ``settings``;
+    None if something is to be done; OutputExistsError if a file is in the way."""
+    reports = [completed(out, settings)] if out.exists() else []
+    if held_out is not None and held_out.exists():
+        reports.append(completed(held_out, dict(settings, role="holdout")))
+    if not out.exists():
+        return None
+    if held_out is not None and not held_out.exists():
+        # A shard may hold no held-out item: then its held-out file is not written.
+        return reports[0] if reports[0].holdout.get("holdout_written", 1) == 0 else None
+    return reports[0]
 
-    ok = [job for job in jobs if headers[job.index]["status"] == "ok"]  # type: ignore[index]
-    for job in jobs:
-        header = headers[job.index]
-        assert header is not None
-        if header["status"] != "ok":
-            report.skipped.append(
-                {"path": job.path, "source": job.source, "reason": header.get("reason", "?")}
-            )
-            continue
-        meta = header["meta"]
-        if meta.get("partial"):
-            report.partial.append(
-                {
-                    "path": job.path,
-                    "source": job.source,
-                    "reason": meta.get("partial_reason", ""),
-                    "num_frames": meta["num_frames"],
-                }
-            )
-        if meta.get("capped"):
-            report.capped.append(
-                {
-                    "path": job.path,
-                    "source": job.source,
-                    "reason": meta["capped"],
-                    "num_frames": meta["num_frames"],
-                }
-            )
-    report.written = len(ok)
-    if not ok:
-        _write_report(out, report, start, 0, 0, resumed, len(jobs))
-        cache.remove()
-        raise ConvertError(
-            f"nothing converted: all {len(jobs)} items were skipped (reasons in "
-            f"{report_path_for(out)})"
-        )
 
-    # The writer imports ffcv (and torch): only now, so the command starts at once.
-    from vicmae_data.write.beton_writer import BetonWriteError
+def _check_run(
+    out: Path,
+    held_out: Path | None,
+    holdout: float,
+    shard: tuple[int, int],
+    limit: int | None,
+    workers: int,
+    item_timeout: float,
+) -> None:
+    """Refuse settings that cannot work, before any work starts (ValueError, one line)."""
+    parse_shard(f"{shard[0]}/{shard[1]}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if not item_timeout > 0:
+        raise ValueError(f"--item-timeout must be > 0 seconds, got {item_timeout}")
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"--holdout must be a fraction in [0, 1), got {holdout}")
+    if (holdout > 0) != (held_out is not None):
+        raise ValueError("--holdout F and --holdout-out FILE go together: give both or neither")
+    for path in (out, held_out):
+        if path is not None and path.is_dir():
+            raise ValueError(f"{path} is a folder: --out and --holdout-out name the file to write")
+    if held_out is not None and held_out.resolve() == out.resolve():
+        raise ValueError(f"--holdout-out {held_out} is --out itself: give another file")
 
-    tally.emit("write")
-    manifest = _manifest(listing, [headers[job.index] for job in ok])
+
+def _make_parent(path: Path) -> None:
+    with _os_errors(f"cannot create the folder of {path}"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def _os_errors(what: str):
+    """An OSError becomes a one-line :class:`ConvertError`: what failed, and the cause."""
     try:
-        _assemble(out, ok, headers, workers, tally.emit_written, manifest)
-    except BetonWriteError as exc:
-        raise ConvertError(
-            f"{exc}; the {len(ok)} converted items stay in {cache.directory}: "
-            "rerun the same command to write the file without converting again"
-        ) from None
-    _write_report(out, report, start, tally.frames, tally.nbytes, resumed, len(jobs))
-    cache.remove()
-    return report
+        yield
+    except OSError as exc:
+        raise ConvertError(f"{what}: {os_cause(exc)}") from None
+
+
+class _Run:
+    """One conversion's state between listing and the written files."""
+
+    def __init__(self, dataset, listing, out, held_out, run_settings, settings, start, progress):
+        self.dataset, self.listing, self.out, self.held_out = dataset, listing, out, held_out
+        self.run_settings, self.settings, self.start = run_settings, settings, start
+        self.progress = progress
+        self.cache: PartsCache | None = None
+        self.jobs: list[Job] = []
+        self.held: set[str] = set()
+        self.headers: list[dict[str, Any] | None] = []
+        self.resumed = 0
+        self.resumed_jobs: set[int] = set()
+        self.frames = self.nbytes = self.skipped = self.done = 0
+
+    def select(self, shard: tuple[int, int], limit: int | None, holdout: float) -> None:
+        listing = self.listing
+        # Held out over the whole listing, before sharding: every shard makes the same choice.
+        self.held = holdout_sources(listing.items, holdout) if holdout else set()
+        items = [item for item in listing.items if in_shard(item.source, shard)]
+        if limit is not None:
+            items = items[:limit]
+        self.items = items
+        self.missing = [m for m in listing.missing if _missing_in_shard(m, listing.root, shard)]
+        self.shard = shard
+        if not items:
+            report = self._report(self.out, "train")
+            write_report(report, seconds=0, frames=0, nbytes=0, resumed=0, listed=0)
+            where = "" if shard == (0, 1) else f", shard {shard[0]}/{shard[1]}"
+            raise ConvertError(
+                f"no items to convert in {listing.root} ({self.dataset}, split "
+                f"{listing.split}{where})"
+            )
+
+    def _report(self, out: Path, role: str) -> ConvertReport:
+        report = ConvertReport(str(out), 0, settings=dict(self.run_settings))
+        if role == "holdout":
+            report.settings["role"] = "holdout"
+        else:
+            report.missing = list(self.missing)
+            if self.shard[0] == 0:  # loops and ../ paths: named once, by shard 0
+                report.skipped += [dict(entry) for entry in self.listing.skipped]
+        report.classes = list(self.listing.classes)
+        return report
+
+    def encode(self, workers: int, item_timeout: float) -> None:
+        assert self.cache is not None
+        n_classes = len(self.listing.classes)
+        self.jobs = [
+            Job(i, str(it.path), it.source, int(it.label), it.class_name, self.dataset,
+                n_classes, str(self.cache.path(it.source)), self.settings,
+                self.listing.image_dataset)
+            for i, it in enumerate(self.items)
+        ]  # fmt: skip
+        self.headers = [None] * len(self.jobs)
+        todo: list[Job] = []
+        for job in self.jobs:
+            part = read_part(job.part_path, frames=False)
+            if part is None:
+                todo.append(job)
+            else:
+                self.resumed_jobs.add(job.index)
+                self._add(job, part.header)
+        self.resumed = len(self.resumed_jobs)
+        if self.resumed:
+            log.info("resuming: %d of %d items already converted", self.resumed, len(self.jobs))
+        self.emit("convert", self.done, len(self.jobs))
+        pool = WorkerPool(min(workers, max(1, len(todo))), item_timeout=item_timeout)
+        try:
+            for job, header in pool.run(todo):
+                if job is not None:
+                    self._add(job, header)
+                self.emit("convert", self.done, len(self.jobs))
+        except PoolError as exc:
+            raise ConvertError(
+                f"{exc}; the {_items(self.done)} converted so far stay in "
+                f"{self.cache.directory}: rerun the same command to resume"
+            ) from None
+
+    def _add(self, job: Job, header: dict[str, Any]) -> None:
+        self.headers[job.index] = header
+        self.done += 1
+        if header["status"] == "ok":
+            self.frames += int(header["num_frames"])
+            self.nbytes += int(header["nbytes"])
+            if header["meta"].get("capped") and job.index not in self.resumed_jobs:
+                log.warning("%s: %s", job.path, header["meta"]["capped"])
+        else:
+            self.skipped += 1
+
+    def emit(self, phase: str, done: int, total: int, out: Path | None = None) -> None:
+        if self.progress is not None:
+            self.progress(
+                ConvertProgress(
+                    phase, done, total, self.resumed, self.frames, self.nbytes,
+                    self.skipped, time.perf_counter() - self.start, str(out or ""),
+                )
+            )  # fmt: skip
+
+    def finish(self) -> ConvertReport:
+        from vicmae_data.write.assemble import PartMissingError, assemble, file_manifest
+        from vicmae_data.write.beton_writer import BetonWriteError
+
+        assert self.cache is not None
+        outputs = [(self.out, "train")]
+        if self.held_out is not None:
+            outputs.append((self.held_out, "holdout"))
+        plans = []  # (report, its jobs, the jobs whose items converted)
+        for path, role in outputs:
+            report = self._report(path, role)
+            mine = [j for j in self.jobs if (j.source in self.held) == (role == "holdout")]
+            ok = [j for j in mine if add_item(report, j.path, j.source, self.headers[j.index])]
+            plans.append((report, mine, ok))
+        if self.held_out is not None:
+            links = {
+                "fraction": self.run_settings["holdout"],
+                "train": str(self.out),
+                "train_written": plans[0][0].written,
+                "holdout": str(self.held_out),
+                "holdout_written": plans[1][0].written,
+            }
+            for report, *_ in plans:
+                report.holdout = dict(links)
+        if not plans[0][2]:  # nothing for --out: the run failed
+            for report, mine, _ in plans:
+                self._write_report(report, mine)
+            self.cache.remove()
+            raise ConvertError(
+                f"nothing converted: all {_items(len(plans[0][1]))} for {self.out} were "
+                f"skipped (reasons in {report_path_for(self.out)})"
+            )
+        for report, mine, ok in plans[1:]:
+            if not ok:  # a shard may hold no held-out item: no file, the report says so
+                log.warning(
+                    "%s: none of its %s converted; not written", report.out, _items(len(mine))
+                )
+        listing = self.listing
+        for report, _, ok in plans:
+            if not ok:
+                continue
+            path = Path(report.out)
+            headers = [self.headers[j.index] for j in ok]
+            manifest = file_manifest(
+                self.dataset, listing.split, listing.classes, listing.titles, headers
+            )
+            self.emit("write", 0, len(ok), path)
+            try:
+                assemble(path, ok, headers, manifest, self._write_progress(path))
+            except (OSError, PartMissingError, BetonWriteError) as exc:
+                # BetonWriteError already names the file and the cause.
+                what = f"{path}: {os_cause(exc)}" if isinstance(exc, OSError) else str(exc)
+                raise ConvertError(
+                    f"{what}; the {_items(len(self.jobs))} converted stay in "
+                    f"{self.cache.directory}: rerun the same command to write the file "
+                    "without converting again"
+                ) from None
+        for report, mine, _ in plans:
+            self._write_report(report, mine)
+        self.cache.remove()
+        return plans[0][0]
+
+    def _write_progress(self, path: Path) -> Callable[[int, int], None]:
+        return lambda done, total: self.emit("write", done, total, path)
+
+    def _write_report(self, report: ConvertReport, jobs: list[Job]) -> None:
+        ok = [self.headers[j.index] for j in jobs]
+        ok = [h for h in ok if h is not None and h["status"] == "ok"]
+        write_report(
+            report,
+            seconds=time.perf_counter() - self.start,
+            frames=sum(int(h["num_frames"]) for h in ok),
+            nbytes=sum(int(h["nbytes"]) for h in ok),
+            resumed=sum(j.index in self.resumed_jobs for j in jobs),
+            listed=len(jobs),
+        )
+
+
+def _items(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
 
 
 def _missing_in_shard(entry: dict[str, Any], root: Path, shard: tuple[int, int]) -> bool:
@@ -284,230 +453,3 @@ def _missing_in_shard(entry: dict[str, Any], root: Path, shard: tuple[int, int])
     if path.is_absolute() and path.is_relative_to(root):
         path = path.relative_to(root)
     return in_shard(path.as_posix(), shard)
-
-
-class _Tally:
-    """Running totals for the progress callback."""
-
-    def __init__(
-        self,
-        total: int,
-        resumed: int,
-        start: float,
-        progress: Callable[[ConvertProgress], None] | None,
-    ) -> None:
-        self.total, self.resumed, self.start, self.progress = total, resumed, start, progress
-        self.done = self.frames = self.nbytes = self.skipped = 0
-        self.last_write = 0.0
-
-    def add(self, header: dict[str, Any]) -> None:
-        self.done += 1
-        if header["status"] == "ok":
-            self.frames += int(header["num_frames"])
-            self.nbytes += int(header["nbytes"])
-        else:
-            self.skipped += 1
-
-    def emit_written(self, written: int, total: int) -> None:
-        """Write-phase progress: ``done``/``total`` count samples written to the file."""
-        now = time.perf_counter()
-        if self.progress is None or (written < total and now - self.last_write < 0.5):
-            return
-        self.last_write = now
-        self.progress(
-            ConvertProgress(
-                "write",
-                written,
-                total,
-                self.resumed,
-                self.frames,
-                self.nbytes,
-                self.skipped,
-                now - self.start,
-            )
-        )
-
-    def emit(self, phase: str) -> None:
-        if self.progress is not None:
-            self.progress(
-                ConvertProgress(
-                    phase,
-                    self.done,
-                    self.total,
-                    self.resumed,
-                    self.frames,
-                    self.nbytes,
-                    self.skipped,
-                    time.perf_counter() - self.start,
-                )
-            )
-
-
-def _run_jobs(jobs: Sequence[Job], workers: int) -> Iterator[tuple[Job, dict[str, Any]]]:
-    """Yield ``(job, header)`` as jobs finish; in this process when ``workers == 1``.
-
-    A worker that dies (a decoder crashing on a hostile file) breaks the pool: the jobs
-    it may have held are then retried one at a time, each in a fresh process, and one
-    that kills its process again is skipped and named, so one bad file cannot stop (or,
-    on every rerun, re-stop) a conversion.
-    """
-    if workers <= 1 or len(jobs) == 1:
-        for job in jobs:
-            yield job, run_job(job)
-        return
-    context = _worker_context()
-    queue = deque(jobs)
-    while queue:
-        suspects = yield from _pool_pass(queue, workers, context)
-        for job in suspects:
-            yield job, _run_alone(job, context)
-
-
-def _pool_pass(
-    queue: deque[Job], workers: int, context: multiprocessing.context.BaseContext
-) -> Generator[tuple[Job, dict[str, Any]], None, list[Job]]:
-    """Run jobs from ``queue`` until it is empty or the pool breaks; return the suspects."""
-    in_flight: dict[Future, Job] = {}
-    with ProcessPoolExecutor(
-        workers, mp_context=context, max_tasks_per_child=TASKS_PER_WORKER
-    ) as pool:
-        try:
-            # A bounded window of submitted jobs: memory does not grow with the dataset.
-            while queue and len(in_flight) < 2 * workers:
-                job = queue.popleft()
-                in_flight[pool.submit(run_job, job)] = job
-            while in_flight:
-                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    job = in_flight.pop(future)
-                    try:
-                        header = future.result()
-                    except BrokenProcessPool:
-                        suspects = [job, *in_flight.values()]
-                        log.warning(
-                            "a worker process died; retrying %d items one at a time", len(suspects)
-                        )
-                        return sorted(suspects, key=lambda j: j.index)
-                    yield job, header
-                    if queue:
-                        nxt = queue.popleft()
-                        in_flight[pool.submit(run_job, nxt)] = nxt
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    return []
-
-
-def _run_alone(job: Job, context: multiprocessing.context.BaseContext) -> dict[str, Any]:
-    with ProcessPoolExecutor(1, mp_context=context) as pool:
-        try:
-            return pool.submit(run_job, job).result()
-        except BrokenProcessPool:
-            reason = "the worker process died decoding it (decoder crash?)"
-            log.warning("%s: %s", job.path, reason)
-            header = {"source": job.source, "reason": reason}
-            write_part(job.part_path, "skip", header)
-            return dict(header, status="skip")
-
-
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """forkserver (spawn where there is none), not fork: the parent may hold torch or
-    numba threads. The fork server imports the worker module once and forks workers
-    from it, so a worker (also one replacing a retired worker) starts in milliseconds.
-    """
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["vicmae_data.write.worker"])
-    return context
-
-
-def _manifest(listing: Any, headers: Sequence[dict[str, Any] | None]) -> Any:
-    """The class list and contents stored in the file (see vicmae_data.format.manifest)."""
-    from vicmae_data.format.manifest import Manifest, image_runs
-
-    kinds = [h["meta"].get("kind") == "image" for h in headers]  # type: ignore[index]
-    source = {"dataset": listing.dataset, "split": listing.split, "start": 0}
-    source.update(stop=len(headers), label_offset=0, num_classes=len(listing.classes))
-    return Manifest(
-        classes=tuple(listing.classes),
-        titles=tuple(listing.titles),
-        images=image_runs(kinds),
-        sources=(source,),
-    )
-
-
-class _CachedSamples:
-    """The converted items as an indexable sequence of Samples, read from their parts.
-
-    ffcv's writer processes index it; each read loads one part from disk. Labels and class
-    names come from this run's listing, not from the parts: the encoded frames do not
-    depend on them, and annotations edited between a run and its resumption must win.
-    """
-
-    def __init__(self, jobs: Sequence[Job]) -> None:
-        self.paths = [job.part_path for job in jobs]
-        self.labels = [job.label for job in jobs]
-        self.class_names = [job.class_name for job in jobs]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        from vicmae_data.format.beton import Sample
-        from vicmae_data.format.frames import FrameList
-
-        part = read_part(self.paths[index])
-        if part is None or not part.ok:
-            raise ConvertError(f"resume cache part {self.paths[index]} vanished or is damaged")
-        head = part.header
-        frames = FrameList(list(part.frames), int(head["height"]), int(head["width"]))
-        meta = dict(head["meta"], class_name=self.class_names[index])
-        return Sample(frames, self.labels[index], meta)
-
-
-def _assemble(
-    out: Path,
-    ok: Sequence[Job],
-    headers: Sequence[dict[str, Any] | None],
-    workers: int,
-    progress: Callable[[int, int], None],
-    manifest: Any,
-) -> None:
-    from vicmae_data.write.beton_writer import write_beton
-
-    # Every blob's size from the headers alone (offset table plus frames): the writer
-    # places them all before reading a frame.
-    sizes = [
-        4 * (int(h["num_frames"]) + 1) + int(h["nbytes"])  # type: ignore[index]
-        for h in (headers[job.index] for job in ok)
-    ]
-    write_beton(out, _CachedSamples(ok), frame_sizes=sizes, progress=progress, manifest=manifest)
-
-
-def _write_report(
-    out: Path,
-    report: ConvertReport,
-    start: float,
-    frames: int,
-    nbytes: int,
-    resumed: int,
-    listed: int,
-) -> None:
-    seconds = time.perf_counter() - start
-    report.totals = {
-        "items": listed,
-        "written": report.written,
-        "skipped": len(report.skipped),
-        "partial": len(report.partial),
-        "capped": len(report.capped),
-        "missing": len(report.missing),
-        "resumed": resumed,
-        "frames": frames,
-        "bytes": nbytes,
-        "bytes_per_frame": round(nbytes / frames, 1) if frames else 0.0,
-        "file_bytes": out.stat().st_size if out.is_file() and report.written else 0,
-        "seconds": round(seconds, 3),
-    }
-    path = report_path_for(out)
-    write_text_atomic(path, json.dumps(report.to_json(), indent=1))

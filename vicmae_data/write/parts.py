@@ -4,7 +4,9 @@
 is written to a temporary name and renamed, so a killed conversion leaves only whole
 parts; rerunning the same command skips every item that has a part (skipped items
 too, so a bad file is not re-tried). ``key.json`` holds the settings the parts were made
-with: a different key empties the cache. After the .beton is assembled the folder goes.
+with: a rerun with other settings is refused with the list of what differs
+(:class:`SettingsChangedError`) and empties the cache only when asked (``restart=True``).
+After the .beton is assembled the folder goes.
 
 A part file is ``MAGIC``, a little-endian uint32 header length, a JSON header (status,
 reason, label, meta, frame sizes) and the frame bytes back to back. Reading the header
@@ -54,7 +56,7 @@ def parts_dir_for(out: str | os.PathLike) -> Path:
 
 def part_name(source: str) -> str:
     """A stable file name for an item, from its source id (ids may hold any character)."""
-    digest = hashlib.sha1(source.encode("utf-8")).hexdigest()
+    digest = hashlib.sha1(source.encode("utf-8", "surrogateescape")).hexdigest()
     return f"{digest[:2]}/{digest}.part"
 
 
@@ -98,6 +100,42 @@ def read_part(path: str | os.PathLike, *, frames: bool = True) -> Part | None:
     return Part(head["status"], head, out)
 
 
+class SettingsChangedError(ValueError):
+    """The resume cache was made with other settings; ``changes`` lists them."""
+
+    def __init__(self, directory: Path, changes: list[str]) -> None:
+        self.directory, self.changes = directory, changes
+        super().__init__(
+            f"{directory} holds items converted with other settings "
+            f"({'; '.join(changes)}): run with the old settings to resume, or pass "
+            "--restart to discard those items and start over"
+        )
+
+
+def key_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``"name: old -> new"`` for every setting that differs (nested keys flattened)."""
+    a, b = _flatten(old), _flatten(new)
+    return [
+        f"{name}: {_shown(a.get(name))} -> {_shown(b.get(name))}"
+        for name in sorted(a.keys() | b.keys(), key=list((b | a).keys()).index)
+        if a.get(name) != b.get(name)
+    ]
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, prefix))  # the leaves' names are unique: keep them short
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _shown(value: Any) -> str:
+    return "(none)" if value is None else str(value)
+
+
 class PartsCache:
     """The parts folder of one output, valid for one settings ``key``."""
 
@@ -105,16 +143,30 @@ class PartsCache:
         self.directory = Path(directory)
         self.key = json.loads(json.dumps(key))  # normalised as it will read back
 
-    def open(self) -> None:
-        """Create the folder, or empty it when it was made with other settings."""
+    def open(self, *, restart: bool = False) -> None:
+        """Create the folder, or check that its items were made with this ``key``.
+
+        Raises :class:`SettingsChangedError` (nothing deleted) when they were not, unless
+        ``restart`` is set: then the old items are deleted and the run starts over.
+        """
         key_path = self.directory / KEY_FILE
         if self.directory.exists():
             try:
                 stored = json.loads(key_path.read_text())
             except (OSError, ValueError):
                 stored = None
+            if stored is None and not any(self.directory.glob("*/*.part")):
+                stored = self.key  # killed before anything was stored: nothing to lose
+                write_text_atomic(key_path, json.dumps(self.key, indent=1, sort_keys=True))
             if stored != self.key:
-                log.warning("%s was made with other settings; starting over", self.directory)
+                if not restart:
+                    changes = (
+                        key_changes(stored, self.key)
+                        if isinstance(stored, dict)
+                        else [f"{KEY_FILE} is missing or unreadable"]
+                    )
+                    raise SettingsChangedError(self.directory, changes)
+                log.warning("%s: other settings, --restart: starting over", self.directory)
                 shutil.rmtree(self.directory)
         if not self.directory.exists():
             self.directory.mkdir(parents=True)

@@ -32,6 +32,11 @@ import numpy as np
 import webp
 from PIL import Image, UnidentifiedImageError
 
+from vicmae_data.write.settings import DEFAULT_MAX_SAMPLE_BYTES as DEFAULT_MAX_SAMPLE_BYTES
+from vicmae_data.write.settings import DEFAULT_METHOD as DEFAULT_METHOD
+from vicmae_data.write.settings import DEFAULT_QUALITY as DEFAULT_QUALITY
+from vicmae_data.write.settings import WEBP_MAX_SIDE, TranscodeSettings
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset(
@@ -39,39 +44,6 @@ IMAGE_SUFFIXES = frozenset(
 )
 # swscale's area-averaging filter: antialiased downscale at bilinear's speed (measured).
 INTERPOLATION = "AREA"
-DEFAULT_QUALITY = 90
-# libwebp effort 0..6. 2 is ~2.5x faster than libwebp's default 4 for ~10% more bytes at
-# equal quality (see benchmarks/results/convert.json, "encoder" table).
-DEFAULT_METHOD = 2
-# A sample must fit one ffcv page (< 2 GiB) and a reader's memory; an 80 s clip at
-# 256 short side is ~17 MB, so 512 MiB only stops something absurd (hours of video).
-DEFAULT_MAX_SAMPLE_BYTES = 512 << 20
-
-
-@dataclass(frozen=True)
-class TranscodeSettings:
-    """How every item of a conversion is encoded (part of the resume cache's key)."""
-
-    short_side: int = 256
-    fps: float | None = None  # None keeps the native rate; else at most this many frames/s
-    max_frames: int | None = None  # keep at most this many frames per video
-    quality: int = DEFAULT_QUALITY
-    method: int = DEFAULT_METHOD
-    max_sample_bytes: int = DEFAULT_MAX_SAMPLE_BYTES
-
-    def __post_init__(self) -> None:
-        if self.short_side < 1:
-            raise ValueError(f"short_side must be >= 1, got {self.short_side}")
-        if self.fps is not None and not self.fps > 0:
-            raise ValueError(f"fps must be > 0 (or None for native), got {self.fps}")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
-        if not 0 <= self.quality <= 100:
-            raise ValueError(f"quality must be in 0..100, got {self.quality}")
-        if not 0 <= self.method <= 6:
-            raise ValueError(f"method must be in 0..6, got {self.method}")
-        if self.max_sample_bytes < 1:
-            raise ValueError(f"max_sample_bytes must be >= 1, got {self.max_sample_bytes}")
 
 
 class SkipError(Exception):
@@ -128,8 +100,22 @@ def rgb_frame(frame: av.VideoFrame, height: int, width: int) -> np.ndarray:
 
 
 def encode_webp(rgb: np.ndarray, config: webp.WebPConfig) -> bytes:
-    """uint8 ``[H, W, 3]`` -> WebP bytes."""
-    return bytes(webp.WebPPicture.from_numpy(rgb).encode(config).buffer())
+    """uint8 ``[H, W, 3]`` -> WebP bytes; :class:`SkipError` when libwebp refuses it."""
+    check_webp_size(rgb.shape[0], rgb.shape[1])
+    try:
+        return bytes(webp.WebPPicture.from_numpy(rgb).encode(config).buffer())
+    except (AttributeError, RuntimeError, ValueError, MemoryError) as exc:
+        # The webp package reports a failed encode as an AttributeError on a None result.
+        raise SkipError(f"WebP encoding failed ({type(exc).__name__}: {_one_line(exc)})") from None
+
+
+def check_webp_size(height: int, width: int) -> None:
+    """:class:`SkipError` for a frame larger than WebP can hold, before any encoding."""
+    if max(height, width) > WEBP_MAX_SIDE:
+        raise SkipError(
+            f"frame of {height} x {width} (h x w) after resizing: WebP holds at most "
+            f"{WEBP_MAX_SIDE} pixels a side (a smaller --short-side would fit it)"
+        )
 
 
 def webp_config(settings: TranscodeSettings) -> webp.WebPConfig:
@@ -163,6 +149,7 @@ def transcode_image(path: Path, settings: TranscodeSettings) -> Transcoded:
         with Image.open(path) as img:
             src_w, src_h = img.size
             height, width = target_size(src_h, src_w, settings.short_side)
+            check_webp_size(height, width)  # before decoding a huge image for nothing
             # JPEG can decode at 1/2, 1/4, 1/8 scale for free: ask for >= the target size.
             img.draft("RGB", (width, height))
             img.load()
@@ -276,6 +263,7 @@ class _FrameEncoder:
         if self.size is None:
             self.source_size = (frame.height, frame.width)
             self.size = target_size(frame.height, frame.width, self.settings.short_side)
+            check_webp_size(*self.size)
         data = encode_webp(rgb_frame(frame, *self.size), self.config)
         if self.nbytes + len(data) > self.settings.max_sample_bytes:
             self.capped = (

@@ -7,10 +7,15 @@ light to import (no ffcv, no torch): every worker process imports it.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import signal
+import sys
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
+from vicmae_data.oserror import os_cause
 from vicmae_data.write.parts import write_part
 from vicmae_data.write.transcode import SkipError, TranscodeSettings, transcode
 
@@ -67,8 +72,9 @@ def run_job(job: Job) -> dict[str, Any]:
         write_part(job.part_path, "skip", header)
         return dict(header, status="skip")
     except Exception as exc:  # a bug or an exotic decoder error must not end the run
-        log.exception("unexpected error converting %s", job.path)
         reason = f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        log.error("%s: unexpected %s (skipped; please report it)", job.path, reason)
+        log.debug("traceback", exc_info=True)
         header = {"source": job.source, "reason": reason}
         write_part(job.part_path, "skip", header)
         return dict(header, status="skip")
@@ -83,3 +89,43 @@ def run_job(job: Job) -> dict[str, Any]:
     }
     write_part(job.part_path, "ok", header, result.frames)
     return dict(header, status="ok", sizes=[])
+
+
+def serve(conn: Connection, tasks: int) -> None:
+    """A worker process's life: convert the jobs the parent sends, one at a time, until it
+    sends None, its pipe closes, or ``tasks`` jobs are done (then a fresh worker follows).
+
+    An OSError here comes from writing the resume cache (reading the item is transcode's
+    business and becomes a skip): it is sent to the parent, which stops the job.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # What a worker would warn about (a capped video, a skipped file) goes to the report,
+    # and the parent logs it; a worker writing to the terminal would tear its progress bar.
+    logging.getLogger().setLevel(logging.ERROR)
+    _die_with_parent()
+    for _ in range(tasks):
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        try:
+            header = run_job(job)
+        except OSError as exc:
+            filename = exc.filename if isinstance(exc.filename, str) else None
+            conn.send(("oserror", os_cause(exc), filename))
+            return
+        conn.send(("done", header))
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent (the fork server) dies: the fork
+    server ends with the conversion, so a killed conversion leaves no worker behind, even
+    one stuck in a decoder."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
