@@ -253,11 +253,14 @@ def export_timm_cmd(
         fail(f"{out} exists; pass --force to overwrite it")
     try:
         info = export_timm(checkpoint, out, arch=arch)
-        if info["arch"] is None:
-            fail(f"{checkpoint}: the encoder's architecture is not recorded; pass --arch")
-        args = timm_create_args(info["arch"], out, img_size or info["img_size"], pool)
     except (KeyError, ValueError, RuntimeError) as exc:
         fail(f"{checkpoint}: cannot export ({exc})")
+    if info["arch"] is None:
+        fail(f"{checkpoint}: wrote {out}, but the encoder's size has no name here; pass --arch")
+    try:
+        args = timm_create_args(info["arch"], out, img_size or info["img_size"], pool)
+    except ValueError as exc:
+        fail(str(exc))
     # Plain stdout, one line each: rich would wrap long lines at the terminal's width.
     if as_json:
         typer.echo(json.dumps({**info, "timm_create_model": args}))

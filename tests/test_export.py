@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from vicmae.checkpoint import rng_state
 from vicmae.export import export_timm, timm_create_args, timm_create_call
 from vicmae.model import ModelConfig, ViCMAE
+from vicmae.vit import ViTEncoder
 from vicmae_cli.train import app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -234,3 +235,22 @@ def test_standard_arch_call_and_the_readme_shows_it() -> None:
     assert large.endswith('global_pool="token", img_size=384)') and "embed_dim" not in large
     readme = README.read_text()
     assert cls in readme and mean in readme
+
+
+def test_export_errors_are_one_line(trained_model: ViCMAE, tmp_path: Path) -> None:
+    ckpt = _checkpoint(trained_model, tmp_path / "ckpt.pt")
+    res = runner.invoke(
+        app, ["export", "timm", "--checkpoint", str(ckpt), "--out", str(tmp_path / "a.pth"),
+              "--img-size", "30"],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "img_size 30 is not a multiple of patch 8" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    # a raw state dict of a size that has no name: the file is written, the call needs --arch
+    odd = ViTEncoder(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+    raw = tmp_path / "raw.pt"
+    torch.save({"encoder." + k: v for k, v in odd.state_dict().items()}, raw)
+    res = runner.invoke(
+        app, ["export", "timm", "--checkpoint", str(raw), "--out", str(tmp_path / "b.pth")]
+    )
+    assert res.exit_code == 2 and "pass --arch" in res.output
+    assert len(res.output.strip().splitlines()) == 1
