@@ -197,3 +197,75 @@ def test_info_counts_a_one_frame_video_as_a_video_and_shows_titles(tmp_path):
     assert "most common 24 x " in result.output
     data = json.loads(CliRunner().invoke(app, ["info", str(in1k), "--json"]).output)
     assert data["class_titles"]["0"] == "tench, Tinca tinca" and data["images"] == 6
+
+
+def test_a_one_frame_video_is_loaded_as_a_video(tmp_path):
+    from PIL import Image
+
+    from vicmae_data import make_loader
+    from vicmae_data.load.loader import sample_params
+    from vicmae_data.synth.media import render_clip, write_video
+
+    root = tmp_path / "f"
+    (root / "a").mkdir(parents=True)
+    clip = render_clip(0, 6, 40, 48, seed=1)
+    write_video(root / "a" / "clip.mp4", clip)
+    write_video(root / "a" / "one.mp4", clip[:1])
+    Image.fromarray(clip[0]).save(root / "a" / "still.png")
+    out = tmp_path / "f.beton"
+    convert("folder", root, out, workers=1, short_side=40)
+    beton = BetonFile(out)
+    kinds = [beton.meta(i)["kind"] == "image" for i in range(len(beton))]
+    assert list(beton.image_flags()) == kinds == [False, False, True]
+    loader = make_loader(str(out), 3, num_workers=1, resolution=16, drop_last=False, seed=3)
+    batch = next(iter(loader))
+    assert batch.is_image.tolist() == [kinds[i] for i in batch.indices.tolist()]
+    # The one-frame video's crops come from the video scale range, the image's from the
+    # image range: the decoder draws what sample_params says for each kind.
+    decoder = loader.decoders[0]
+    video = sample_params(decoder, 1, 1, 40, 48, 0, image=False)
+    image = sample_params(decoder, 1, 1, 40, 48, 0, image=True)
+    assert not np.array_equal(video, image)
+    area = video[:, 3].astype(float) * video[:, 4] / (40 * 48)
+    assert (area >= 0.5 - 0.05).all()  # video_scale (0.5, 1.0)
+
+
+def test_the_decoder_crops_a_one_frame_video_with_the_video_range(tmp_path):
+    import io
+
+    import cv2
+    from PIL import Image
+
+    from vicmae_data import make_loader
+    from vicmae_data.format.beton import Sample
+    from vicmae_data.format.frames import FrameList
+    from vicmae_data.load.loader import sample_params
+    from vicmae_data.write.beton_writer import write_beton
+
+    res, hw = 8, (40, 56)
+
+    def noise(s: int) -> np.ndarray:
+        return np.random.default_rng(s).integers(0, 256, (*hw, 3), dtype=np.uint8)
+
+    def lossless(a: np.ndarray) -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(a).save(out, format="WEBP", lossless=True)
+        return out.getvalue()
+
+    # Samples 0..3 are one-frame videos, 4..7 one-frame images (the manifest says which).
+    samples = [Sample(FrameList([lossless(noise(s))], *hw), s, {}) for s in range(8)]
+    manifest = Manifest(classes=tuple(f"c{i}" for i in range(8)), images=((4, 8),))
+    path = tmp_path / "m.beton"
+    write_beton(path, samples, manifest=manifest)
+    loader = make_loader(str(path), 8, num_workers=1, resolution=res, seed=5)
+    decoder = loader.decoders[0]
+    batch = next(iter(loader))
+    for row, s in enumerate(batch.indices.tolist()):
+        image = s >= 4
+        assert bool(batch.is_image[row]) == image
+        params = sample_params(decoder, s, 1, *hw, 0, image=image)
+        for v, (_, top, left, h, w, flip) in enumerate(params.tolist()):
+            crop = noise(s)[top : top + h, left : left + w]
+            view = cv2.resize(crop, (res, res), interpolation=cv2.INTER_AREA)
+            view = view[:, ::-1] if flip else view
+            np.testing.assert_array_equal(batch.views[row, v].numpy(), view.transpose(2, 0, 1))

@@ -153,6 +153,13 @@ class BetonFile:
         except KeyError:
             raise KeyError(f"{self.path}: no sample with source {source!r}") from None
 
+    def image_flags(self) -> np.ndarray:
+        """bool ``[len(self)]``: True where the sample is a still image. From the manifest
+        (a one-frame video is a video); for a file without one, a one-frame sample."""
+        if self.manifest is not None:
+            return self.manifest.image_flags(len(self))
+        return np.asarray(self.frames_meta["num_frames"]) == 1
+
     def class_names(self) -> dict[int, str]:
         """Label -> class name: the stored class list (every class of the dataset), or for
         a file without a manifest, the ``class_name`` of the labels its samples use."""

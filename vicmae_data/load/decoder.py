@@ -50,7 +50,9 @@ class WebPFramesDecoder(Operation):
         delta: maximum frame separation for ``"continuous"``.
         seed: base seed; a sample's draws depend on (seed, epoch, sample index) only.
         train: ``False`` gives centre frames, centre crops and no flip.
-        video_scale / image_scale: crop area range for videos (T > 1) / images (T = 1).
+        video_scale / image_scale: crop area range for videos / still images.
+        image_flags: uint8 per sample, 1 for a still image (default: a one-frame sample);
+            a one-frame video gets the video crop range.
         ratio: crop aspect-ratio range.
         center_fraction: evaluation crop side / short side.
     """
@@ -67,6 +69,7 @@ class WebPFramesDecoder(Operation):
         image_scale: tuple[float, float] = (0.2, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         center_fraction: float = 224 / 256,
+        image_flags: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         if sampling not in SAMPLING_MODES:
@@ -81,6 +84,14 @@ class WebPFramesDecoder(Operation):
         self.train = bool(train)
         self.settings = np.array(
             [*video_scale, *image_scale, *ratio, center_fraction], dtype=np.float64
+        )
+        # draw_view_params picks the image range for T == 1: a one-frame video is drawn
+        # with these settings instead, whose image range is the video range.
+        self.video_settings = np.array(
+            [*video_scale, *video_scale, *ratio, center_fraction], dtype=np.float64
+        )
+        self.image_flags = (
+            None if image_flags is None else np.ascontiguousarray(image_flags, dtype=np.uint8)
         )
         # [epoch, failures]; read/written by the compiled code through its address.
         self.control = np.zeros(2, dtype=np.int64)
@@ -125,8 +136,11 @@ class WebPFramesDecoder(Operation):
         views = _decode_views
         read_control, add_failures = _read_control, _add_failures
         mode, delta, seed, train = self.mode, self.delta, self.seed, self.train
-        settings = self.settings
+        settings, video_settings = self.settings, self.video_settings
         control_address = self.control.ctypes.data
+        read_flag = _read_flag
+        has_flags = self.image_flags is not None
+        flags_address = self.image_flags.ctypes.data if has_flags else 0
 
         def decode(batch_indices, my_storage, metadata, storage_state):
             destination, scratch, configs, all_params, rngs = my_storage
@@ -140,7 +154,10 @@ class WebPFramesDecoder(Operation):
                 H = np.int64(field["height"])
                 W = np.int64(field["width"])
                 params = all_params[dst_ix]
-                draw(seed, epoch, sample_id, T, H, W, mode, delta, train, settings, params,
+                use = settings
+                if has_flags and T == 1 and read_flag(flags_address, sample_id) == 0:
+                    use = video_settings  # a one-frame video
+                draw(seed, epoch, sample_id, T, H, W, mode, delta, train, use, params,
                      rngs[dst_ix])  # fmt: skip
                 failed[dst_ix] = views(
                     blob.ctypes.data,
@@ -245,6 +262,14 @@ def _read_control(address: int) -> int:
     pair = np.zeros(2, dtype=np.int64)
     ctypes_memcopy(address, pair.ctypes.data, 16)
     return pair[0]
+
+
+@_njit
+def _read_flag(address: int, index: int) -> int:
+    """Byte ``index`` of the array at ``address`` (the decoder's image flags)."""
+    byte = np.zeros(1, dtype=np.uint8)
+    ctypes_memcopy(address + index, byte.ctypes.data, 1)
+    return byte[0]
 
 
 @_njit

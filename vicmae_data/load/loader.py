@@ -31,7 +31,7 @@ from ffcv.pipeline import PipelineSpec
 from ffcv.transforms import ToTensor
 
 from vicmae_data.ffcv_private import FileLoader, OrderFactory
-from vicmae_data.format.beton import BetonError, custom_fields
+from vicmae_data.format.beton import BetonError, BetonFile, custom_fields
 from vicmae_data.load.batch import Batch
 from vicmae_data.load.crops import draw_view_params
 from vicmae_data.load.decoder import SampleIndexDecoder, WebPFrameCountDecoder, WebPFramesDecoder
@@ -84,9 +84,12 @@ class VicmaeLoader:
         decoders: list[WebPFramesDecoder],
         device: torch.device,
         epoch: int = 0,
+        image_flags: list[torch.Tensor] | None = None,
     ) -> None:
         self.loaders = loaders
         self.decoders = decoders
+        # Per file, bool per sample: a still image (a one-frame video is a video).
+        self.image_flags = image_flags
         self.device = device
         self.epoch = epoch
         self.batch_size = sum(ld.batch_size for ld in loaders)
@@ -113,14 +116,15 @@ class VicmaeLoader:
         self.decoders[i].set_epoch(key)
         return iter(self.loaders[i])
 
-    @staticmethod
-    def _as_batch(raw: tuple[torch.Tensor, ...], file: int) -> Batch:
+    def _as_batch(self, raw: tuple[torch.Tensor, ...], file: int) -> Batch:
         # (b, V, H, W, 3) u8, (b, 1) i64, (b, 1) i32, (b, 1) i64
         frames, labels, counts, indices = raw
         files = torch.full_like(indices[:, 0], file)
-        return Batch(
-            frames.permute(0, 1, 4, 2, 3), labels[:, 0], counts[:, 0] == 1, indices[:, 0], files
-        )
+        if self.image_flags is None:
+            is_image = counts[:, 0] == 1
+        else:
+            is_image = self.image_flags[file][indices[:, 0]]
+        return Batch(frames.permute(0, 1, 4, 2, 3), labels[:, 0], is_image, indices[:, 0], files)
 
     def __iter__(self) -> Iterator[Batch]:
         epoch = self.epoch
@@ -214,9 +218,11 @@ def make_loader(
     else:
         rank, world_size = 0, 1
     sizes = split_batch(batch_size, [w for _, w in specs])
-    loaders, decoders = [], []
+    loaders, decoders, image_flags = [], [], []
     for i, ((path, _), size) in enumerate(zip(specs, sizes, strict=True)):
         file_seed = seed + 1_000_003 * i
+        flags = BetonFile(path).image_flags()  # a one-frame video stays a video
+        image_flags.append(torch.from_numpy(flags))
         decoder = WebPFramesDecoder(
             num_views=num_views,
             resolution=resolution,
@@ -227,6 +233,7 @@ def make_loader(
             video_scale=video_scale,
             image_scale=image_scale,
             ratio=ratio,
+            image_flags=flags,
         )
         pipelines = {
             "frames": [decoder, ToTensor()],
@@ -258,7 +265,9 @@ def make_loader(
             raise ValueError(f"{path}: fewer samples per rank than the batch share {size}")
         loaders.append(loader)
         decoders.append(decoder)
-    return VicmaeLoader(loaders, decoders, torch.device(device), epoch=epoch)
+    return VicmaeLoader(
+        loaders, decoders, torch.device(device), epoch=epoch, image_flags=image_flags
+    )
 
 
 def sample_params(
@@ -268,9 +277,13 @@ def sample_params(
     height: int,
     width: int,
     epoch: int,
+    image: bool | None = None,
 ) -> np.ndarray:
-    """The (frame, top, left, height, width, flip) rows the decoder draws for one sample."""
+    """The (frame, top, left, height, width, flip) rows the decoder draws for one sample
+    (``image``: whether it is a still image; default: a one-frame sample is)."""
     params = np.zeros((decoder.num_views, 6), dtype=np.int32)
+    one_frame_video = num_frames == 1 and image is False
+    settings = decoder.video_settings if one_frame_video else decoder.settings
     draw_view_params(
         decoder.seed,
         epoch,
@@ -281,7 +294,7 @@ def sample_params(
         decoder.mode,
         decoder.delta,
         decoder.train,
-        decoder.settings,
+        settings,
         params,
         np.zeros(1, np.uint64),
     )

@@ -266,7 +266,7 @@ def _open_video_stream(
     subsampled = pix_fmt.startswith(("yuv420", "yuvj420", "nv12"))
     if subsampled and encoder in ("libx264", "libx265") and (height % 2 or width % 2):
         raise ValueError(
-            f"{encoder} cannot encode {pix_fmt} at odd size {width}x{height}; "
+            f"{encoder} cannot encode {pix_fmt} at odd size {height} x {width} (h x w); "
             f"use pix_fmt='yuv444p' or codec vp9/mpeg4"
         )
     stream = out.add_stream(encoder, rate=rate)
