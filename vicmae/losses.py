@@ -21,12 +21,12 @@ equals ``"ntxent"``.
 
 ``"cross_view"`` (:func:`cross_view_info_nce`): Algorithm 1's ``ctr(p_i, z_j) +
 ctr(z_j, p_i)``: an N x N matrix between the two views, positives on its diagonal, no
-same-view negatives, the cross-entropies of both directions summed (about 1.85x the
-NT-Xent value at initialisation, which lambda then scales). Two details of Algorithm 1
-are read against the paper's own eq. 3 rather than literally: ``sim * exp(tau)`` (CLIP's
-learned log-scale notation; with tau = 0.1 it would scale logits by 1.105, almost no
-temperature) is ``sim / tau``, and ``ctr``'s ``return 2 * loss`` (a MoCo v3 leftover,
-absent from eq. 3) is dropped, which only rescales lambda.
+same-view negatives, the cross-entropies of both directions summed: at initialisation
+2 log N against NT-Xent's log(2N - 1), about 1.85x at N = 4096, which lambda then scales.
+Two details of Algorithm 1 are read against the paper's own eq. 3 rather than literally:
+``sim * exp(tau)`` (CLIP's learned log-scale notation; with tau = 0.1 it would scale
+logits by 1.105, almost no temperature) is ``sim / tau``, and ``ctr``'s ``return 2 *
+loss`` (a MoCo v3 leftover, absent from eq. 3) is dropped, which only rescales lambda.
 
 Every form computes its logits in float32 with autocast switched off: inside a bf16 or
 fp16 autocast region the matmul would otherwise be cast back down, and ``sim / 0.1`` in
