@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSDEPS_STAMP := $(VENV)/.sysdeps
 
-.PHONY: install sysdeps test test-fast lint demo bench-loader bench-convert bench-train-gpu clean
+.PHONY: install sysdeps test test-fast lint demo bench-loader bench-convert bench-train-gpu gpu-check gpu-check-cpu clean
 
 install: $(STAMP)
 
@@ -49,6 +49,15 @@ bench-convert: install
 # Needs a CUDA GPU: ViT-B/16 pretraining throughput, MFU and peak memory.
 bench-train-gpu: install
 	$(PY) benchmarks/bench_train_gpu.py
+
+# On a GPU node: training step MFU, end to end, loader scaling, CUDA paths (<= 8 minutes).
+GPU_CHECK_ARGS ?= --bundle bundle
+gpu-check:
+	@bash scripts/gpu-check.sh $(GPU_CHECK_ARGS)
+
+# The same script with tiny settings on this machine's CPU (what CI runs as a slow test).
+gpu-check-cpu: install
+	@bash scripts/gpu-check.sh --cpu
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache demo-out
