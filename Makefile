@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSDEPS_STAMP := $(VENV)/.sysdeps
 
-.PHONY: install sysdeps test test-fast lint demo bench-loader bench-convert bench-train-gpu gpu-check gpu-check-cpu clean
+.PHONY: install sysdeps test test-fast lint demo bench-loader bench-convert bench-train-gpu bundle bundle-rehearse gpu-check gpu-check-cpu clean
 
 install: $(STAMP)
 
@@ -50,6 +50,16 @@ bench-convert: install
 bench-train-gpu: install
 	$(PY) benchmarks/bench_train_gpu.py
 
+# An offline bundle for GPU nodes without network (README: "GPU nodes without network").
+# Needs network here and a CPython 3.12 (BUNDLE_PYTHON=...) to build ffcv's cp312 wheel.
+bundle: install
+	@bash scripts/bundle.sh
+
+# The bundle installed offline into NODE_PYTHON (a node-like Python 3.12) with no network
+# and this machine's copies of the bundled libraries hidden; then the CPU rehearsal.
+bundle-rehearse:
+	@bash scripts/bundle-rehearse.sh
+
 # On a GPU node: training step MFU, end to end, loader scaling, CUDA paths (<= 8 minutes).
 GPU_CHECK_ARGS ?= --bundle bundle
 gpu-check:
@@ -60,4 +70,4 @@ gpu-check-cpu: install
 	@bash scripts/gpu-check.sh --cpu
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache demo-out
+	rm -rf $(VENV) build *.egg-info .pytest_cache demo-out bundle
