@@ -12,7 +12,8 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from vicmae_cli.common import fail
-from vicmae_cli.progress import ConvertProgressView, shown
+from vicmae_cli.display import shown
+from vicmae_cli.progress import ConvertProgressView
 from vicmae_data.write.settings import DEFAULT_METHOD, DEFAULT_QUALITY
 
 console = Console(stderr=True)

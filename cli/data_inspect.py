@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from vicmae_cli.common import err_console, fail
+from vicmae_cli.display import shown
 
 if TYPE_CHECKING:
     from vicmae_data.format.beton import BetonFile
@@ -46,13 +46,13 @@ def _open_or_fail(path: Path) -> BetonFile:
     try:
         return BetonFile(path)
     except BetonError as exc:
-        fail(str(exc))
+        fail(shown(str(exc)))
 
 
 def _info_table(s: BetonInfo) -> Table:
     from vicmae_data.inspect.info import LIST_CLASSES_UP_TO, describe_frames
 
-    table = Table(title=s.path, show_header=False, title_justify="left")
+    table = Table(title=shown(s.path), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     table.add_row("samples", f"{s.samples:,}  ({s.videos:,} videos, {s.images:,} images)")
@@ -66,12 +66,13 @@ def _info_table(s: BetonInfo) -> Table:
     table.add_row("bytes per frame", _size(s.bytes_per_frame))
     table.add_row("file size", f"{_size(s.file_bytes)}  (page size {_size(s.page_size)})")
     sampled = f"  (from {s.meta_read:,} samples)" if s.meta_sampled else ""
-    table.add_row("datasets", ", ".join(f"{k}: {v:,}" for k, v in s.datasets.items()) + sampled)
+    datasets = ", ".join(f"{shown(k)}: {v:,}" for k, v in s.datasets.items())
+    table.add_row("datasets", datasets + sampled)
     table.add_row("partial samples", f"{s.partial:,}{sampled}")
 
     def named(k: int) -> str:
         name = s.class_names.get(k, "?")
-        return escape(f"{s.class_titles[k]} [{name}]" if k in s.class_titles else name)
+        return shown(f"{s.class_titles[k]} [{name}]" if k in s.class_titles else name)
 
     if s.num_classes <= LIST_CLASSES_UP_TO:
         classes = "\n".join(f"{k}: {named(k)} ({c:,})" for k, c in s.class_counts.items())
@@ -98,7 +99,7 @@ def info_cmd(
     try:
         summary = info(path)
     except BetonError as exc:
-        fail(str(exc))
+        fail(shown(str(exc)))
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -128,18 +129,19 @@ def verify_cmd(
         try:
             report = verify(path, workers=workers, progress=lambda k: progress.advance(task, k))
         except BetonError as exc:
-            fail(str(exc))
+            fail(shown(str(exc)))
     if report.ok:
         console.print(
             f"[green]ok[/]: {report.samples:,} samples, {report.frames:,} frames decoded",
             soft_wrap=True,
         )
         return
-    table = Table(title=f"{len(report.bad)} bad samples in {report.path}", title_justify="left")
+    title = f"{len(report.bad)} bad samples in {shown(report.path)}"
+    table = Table(title=title, title_justify="left")
     for name in ("index", "source", "reason"):
         table.add_column(name)
     for bad in report.bad:
-        table.add_row(str(bad.index), bad.source, bad.reason)
+        table.add_row(str(bad.index), shown(bad.source), shown(bad.reason))
     console.print(table)
     raise typer.Exit(1)
 
@@ -165,8 +167,8 @@ def preview_cmd(
             path, index, out, max_frames=max_frames, cols=cols or None, thumb_width=thumb_width
         )
     except (BetonError, IndexError, OSError) as exc:
-        fail(str(exc))
-    console.print(f"wrote {written}", soft_wrap=True)
+        fail(shown(str(exc)))
+    console.print(f"wrote {shown(str(written))}", soft_wrap=True)
 
 
 def merge_cmd(
@@ -203,20 +205,22 @@ def merge_cmd(
                 inputs, out, relabel=relabel.value, num_workers=workers, skip_damaged=skip_damaged
             )
         except (BetonError, BetonWriteError, ValueError, OSError) as exc:
-            fail(str(exc))
+            fail(shown(str(exc)))
     for w in caught:
         if issubclass(w.category, MergeWarning):
-            err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[yellow]warning:[/] {shown(str(w.message))}", highlight=False, soft_wrap=True
+            )
     for entry in result.damaged:
         err_console.print(
-            f"[yellow]skipped[/] {entry['path']} sample {entry['index']} ({entry['source']}): "
-            f"{entry['reason']}",
+            f"[yellow]skipped[/] {shown(str(entry['path']))} sample {entry['index']} "
+            f"({shown(entry['source'])}): {shown(entry['reason'])}",
             highlight=False,
             soft_wrap=True,
         )
     extra = f" (+ {result.report.name})" if result.report else ""
     console.print(
-        f"wrote {result.out}: {result.plan.total - len(result.damaged):,} samples from "
+        f"wrote {shown(str(result.out))}: {result.plan.total - len(result.damaged):,} samples from "
         f"{len(inputs)} files{extra}",
         soft_wrap=True,
     )

@@ -286,6 +286,17 @@ def test_file_names_that_are_not_utf8_are_converted_and_shown(clips, tmp_path):
     assert report["skipped"][0]["source"] == "a/" + os.fsdecode(b"bad\xfe.mp4")
     sample = beton.index_of(f"a/{odd}")
     assert (root / beton.meta(sample)["source"]).is_file()  # the stored name opens the file
+    # A class folder whose name is not UTF-8: a class like any other, shown escaped.
+    (root / os.fsdecode(b"z\xe9")).mkdir()
+    (root / os.fsdecode(b"z\xe9") / "v.mp4").write_bytes((clips / "c1" / "v1.mp4").read_bytes())
+    result = runner.invoke(
+        app, ["convert", "folder", "--root", str(root), "--out", str(out), "--overwrite"]
+    )
+    assert result.exit_code == 0, result.output
+    assert BetonFile(out).manifest.classes == ("a", os.fsdecode(b"z\xe9"))
+    shown = runner.invoke(app, ["info", str(out)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "1: z\\udce9 (1)" in shown.stdout, shown.output
+    assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
 
 
 def test_progress_is_plain_lines_in_a_log_including_the_write(clips, tmp_path):
