@@ -16,13 +16,13 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_data import write_class_clips
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app
 from vicmae_data.format.beton import BetonFile
 from vicmae_data.sources.layouts import list_items
 from vicmae_data.synth.dataset import synth_dataset
-from vicmae_data.synth.media import render_clip, write_video
 from vicmae_data.write.convert import ConvertError, convert, in_shard, parse_shard
 from vicmae_data.write.parts import SettingsChangedError
 from vicmae_data.write.report import OutputExistsError
@@ -232,12 +232,7 @@ def _children(pid: int) -> list[int]:
 @pytest.fixture(scope="module")
 def slow_clips(tmp_path_factory) -> Path:
     """Clips that take ~0.1 s each to encode at method 6, so a run can be cut mid-way."""
-    root = tmp_path_factory.mktemp("slow_clips")
-    for i in range(10):
-        cls = root / f"c{i % 2}"
-        cls.mkdir(parents=True, exist_ok=True)
-        write_video(cls / f"v{i:02d}.mp4", render_clip(i % 2, 40, 96, 128, seed=i))
-    return root
+    return write_class_clips(tmp_path_factory.mktemp("slow_clips"), 10, 40, 96, 128)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find workers")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_data import write_class_clips
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app
@@ -29,23 +30,13 @@ EXE = str(Path(sys.executable).parent / "vicmae-data")
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> Path:
     """Two classes of small clips."""
-    root = tmp_path_factory.mktemp("clips")
-    for i in range(6):
-        cls = root / f"c{i % 2}"
-        cls.mkdir(exist_ok=True)
-        write_video(cls / f"v{i}.mp4", render_clip(i % 2, 12, 48, 64, seed=i))
-    return root
+    return write_class_clips(tmp_path_factory.mktemp("clips"), 6, 12, 48, 64)
 
 
 @pytest.fixture(scope="module")
 def slow_clips(tmp_path_factory) -> Path:
     """Clips that take ~0.1 s each to encode at method 6, so a run can be caught mid-way."""
-    root = tmp_path_factory.mktemp("slow")
-    for i in range(16):
-        cls = root / f"c{i % 2}"
-        cls.mkdir(exist_ok=True)
-        write_video(cls / f"v{i:02d}.mp4", render_clip(i % 2, 40, 96, 128, seed=i))
-    return root
+    return write_class_clips(tmp_path_factory.mktemp("slow"), 16, 40, 96, 128)
 
 
 SLOW = ["--short-side", "96", "--method", "6"]
@@ -273,8 +264,8 @@ def test_file_names_that_are_not_utf8_are_converted_and_shown(clips, tmp_path):
     root = tmp_path / "r"
     (root / "a").mkdir(parents=True)
     odd = os.fsdecode(b"caf\xe9 \xff.mp4")  # Latin-1 bytes: not UTF-8
-    (root / "a" / "good.mp4").write_bytes((clips / "c0" / "v0.mp4").read_bytes())
-    (root / "a" / odd).write_bytes((clips / "c0" / "v2.mp4").read_bytes())
+    (root / "a" / "good.mp4").write_bytes((clips / "c0" / "v00.mp4").read_bytes())
+    (root / "a" / odd).write_bytes((clips / "c0" / "v02.mp4").read_bytes())
     (root / "a" / os.fsdecode(b"bad\xfe.mp4")).write_text("not a video")
     out = tmp_path / "o.beton"
     result = runner.invoke(app, ["convert", "folder", "--root", str(root), "--out", str(out)])
@@ -288,7 +279,7 @@ def test_file_names_that_are_not_utf8_are_converted_and_shown(clips, tmp_path):
     assert (root / beton.meta(sample)["source"]).is_file()  # the stored name opens the file
     # A class folder whose name is not UTF-8: a class like any other, shown escaped.
     (root / os.fsdecode(b"z\xe9")).mkdir()
-    (root / os.fsdecode(b"z\xe9") / "v.mp4").write_bytes((clips / "c1" / "v1.mp4").read_bytes())
+    (root / os.fsdecode(b"z\xe9") / "v.mp4").write_bytes((clips / "c1" / "v01.mp4").read_bytes())
     result = runner.invoke(
         app, ["convert", "folder", "--root", str(root), "--out", str(out), "--overwrite"]
     )

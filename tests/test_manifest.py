@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_data import write_mixed_folder
 
 from vicmae_data import ClassMapError, check_same_classes, class_map, class_names
 from vicmae_data.format import tables
@@ -166,21 +167,13 @@ def test_inspection_reads_a_file_without_importing_ffcv_or_torch(splits):
 
 
 def test_info_counts_a_one_frame_video_as_a_video_and_shows_titles(tmp_path):
-    from PIL import Image
     from typer.testing import CliRunner
 
     from vicmae_cli.data import app
     from vicmae_data.inspect.info import info
-    from vicmae_data.synth.media import render_clip, write_video
 
-    root = tmp_path / "f"
-    (root / "a").mkdir(parents=True)
-    clip = render_clip(0, 6, 32, 48, seed=1)
-    write_video(root / "a" / "clip.mp4", clip)
-    write_video(root / "a" / "one.mp4", clip[:1])
-    Image.fromarray(clip[0]).save(root / "a" / "still.png")
     out = tmp_path / "f.beton"
-    convert("folder", root, out, workers=1, short_side=24)
+    convert("folder", write_mixed_folder(tmp_path / "f", 32, 48), out, workers=1, short_side=24)
     summary = info(out)
     assert (summary.videos, summary.images) == (2, 1)
     beton = BetonFile(out)
@@ -200,20 +193,11 @@ def test_info_counts_a_one_frame_video_as_a_video_and_shows_titles(tmp_path):
 
 
 def test_a_one_frame_video_is_loaded_as_a_video(tmp_path):
-    from PIL import Image
-
     from vicmae_data import make_loader
     from vicmae_data.load.loader import sample_params
-    from vicmae_data.synth.media import render_clip, write_video
 
-    root = tmp_path / "f"
-    (root / "a").mkdir(parents=True)
-    clip = render_clip(0, 6, 40, 48, seed=1)
-    write_video(root / "a" / "clip.mp4", clip)
-    write_video(root / "a" / "one.mp4", clip[:1])
-    Image.fromarray(clip[0]).save(root / "a" / "still.png")
     out = tmp_path / "f.beton"
-    convert("folder", root, out, workers=1, short_side=40)
+    convert("folder", write_mixed_folder(tmp_path / "f", 40, 48), out, workers=1, short_side=40)
     beton = BetonFile(out)
     kinds = [beton.meta(i)["kind"] == "image" for i in range(len(beton))]
     assert list(beton.image_flags()) == kinds == [False, False, True]

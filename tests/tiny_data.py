@@ -39,3 +39,26 @@ def make_tiny_beton(path: Path, n: int = 32, frames: int = 4, size: int = 40) ->
         }  # fmt: skip
         samples.append(Sample(FrameList(clip, size, size), c, meta))
     return write_beton(path, samples)
+
+
+def write_class_clips(root: Path, count: int, frames: int, height: int, width: int) -> Path:
+    """``count`` real h264 clips in two class folders ``c0``, ``c1`` (a folder dataset)."""
+    from vicmae_data.synth.media import render_clip, write_video
+
+    for i in range(count):
+        folder = root / f"c{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_video(folder / f"v{i:02d}.mp4", render_clip(i % 2, frames, height, width, seed=i))
+    return root
+
+
+def write_mixed_folder(root: Path, height: int, width: int) -> Path:
+    """Class ``a`` holding a 6-frame clip, a one-frame video and a still image."""
+    from vicmae_data.synth.media import render_clip, write_video
+
+    (root / "a").mkdir(parents=True)
+    clip = render_clip(0, 6, height, width, seed=1)
+    write_video(root / "a" / "clip.mp4", clip)
+    write_video(root / "a" / "one.mp4", clip[:1])
+    Image.fromarray(clip[0]).save(root / "a" / "still.png")
+    return root
