@@ -156,7 +156,7 @@ def preview_cmd(
 ) -> None:
     """Write a contact sheet (PNG) of one sample's frames, captioned with frame number and time.
 
-    Example: vicmae-data preview k400.beton --index 12 --out grid.png
+    Example: vicmae-data preview k400.beton --index 2 --out grid.png
     """
     from vicmae_data.format.beton import BetonError
     from vicmae_data.inspect.preview import write_preview

@@ -78,3 +78,11 @@ def test_shards_make_the_same_choice(root, tmp_path):
         convert("folder", root, out, short_side=16, holdout=0.25, holdout_out=val, shard=(k, 2))
         held += sources(val) if val.exists() else []
     assert sorted(held) == sorted(sources(whole))
+
+
+def test_a_holdout_that_holds_out_nothing_is_refused_before_any_work(root, tmp_path):
+    from vicmae_data.write.convert import ConvertError
+
+    with pytest.raises(ConvertError, match="holds out no item"):
+        convert("folder", root, tmp_path / "t.beton", holdout=0.05, holdout_out=tmp_path / "v")
+    assert list(tmp_path.iterdir()) == []

@@ -36,6 +36,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -282,6 +283,12 @@ class _Run:
         listing = self.listing
         # Held out over the whole listing, before sharding: every shard makes the same choice.
         self.held = holdout_sources(listing.items, holdout) if holdout else set()
+        if holdout and not self.held:
+            smallest = min(Counter(item.label for item in listing.items).values())
+            raise ConvertError(
+                f"--holdout {holdout:g} holds out no item: round({holdout:g} x items of a "
+                f"class) is 0 for every class (the smallest has {smallest}); hold out more"
+            )
         items = [item for item in listing.items if in_shard(item.source, shard)]
         if limit is not None:
             items = items[:limit]
