@@ -92,7 +92,7 @@ def convert_command(
         vicmae-data convert kinetics400 --out k400.beton --workers 16
 
     A validation split for a dataset that ships none (10% of every class):
-        vicmae-data convert folder --root data/mine/train --out train.beton \\
+        vicmae-data convert folder --root data/mydata/train --out train.beton \\
             --holdout 0.1 --holdout-out val.beton
 
     Slurm job array (16 shards, then join them):

@@ -190,7 +190,7 @@ def merge_cmd(
 ) -> None:
     """Join .beton files (shards, or an image and a video dataset) without re-encoding.
 
-    Example: vicmae-data merge k400.0.beton k400.1.beton --out k400.beton
+    Example: vicmae-data merge k400-0.beton k400-1.beton --out k400.beton
     """
     from vicmae_data.format.beton import BetonError
     from vicmae_data.write.beton_writer import BetonWriteError
