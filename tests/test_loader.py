@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from vicmae_data import make_loader
-from vicmae_data.format.beton import BetonError, Sample
+from vicmae_data.format.beton import BetonError, BetonFile, Sample
 from vicmae_data.format.frames import FrameList
 from vicmae_data.load.augment import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from vicmae_data.load.batch import Batch
@@ -175,3 +175,68 @@ def test_bad_paths_and_arguments(files, tmp_path) -> None:
     junk.write_bytes(b"not a beton at all" * 10)
     with pytest.raises(BetonError):
         make_loader(junk, 4, num_workers=1)
+
+
+def _named(path, dataset: str, classes: list[str], T: int) -> str:
+    """One sample per class of ``dataset``, labels 0..len(classes)-1, names in the meta."""
+    samples = []
+    for i, name in enumerate(classes):
+        rng = np.random.default_rng(i)
+        frames = [webp(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)) for _ in range(T)]
+        meta = {"source": f"{dataset}/{i}", "class_name": name, "dataset": dataset}
+        samples.append(Sample(FrameList(frames, 24, 32), i, meta))
+    write_beton(path, samples * 2)
+    return str(path)
+
+
+def test_mixing_datasets_offsets_labels_as_merge_does(tmp_path) -> None:
+    from vicmae_data.write.merge import merge
+
+    videos = _named(tmp_path / "k.beton", "kinetics400", ["abseiling", "bowling", "curling"], 3)
+    images = _named(tmp_path / "i.beton", "imagenet", ["tench", "goldfish"], 1)
+    kw = dict(num_workers=1, resolution=RES, seed=2)
+    with pytest.warns(UserWarning, match="different class lists"):
+        merged = BetonFile(merge([videos, images], tmp_path / "m.beton").out)
+    n_videos = len(BetonFile(videos))
+    for relabel, want in (("auto", (0, 3)), ("keep", (0, 0)), ([0, 1000], (0, 1000))):
+        loader = make_loader([videos, images], 4, relabel=relabel, **kw)
+        assert loader.label_offsets == want
+        for batch in loader:
+            stored = torch.where(batch.files == 0, batch.indices % 3, batch.indices % 2)
+            assert torch.equal(batch.labels, stored + torch.tensor(want)[batch.files])
+            if relabel == "auto":  # the very labels the merged file holds
+                rows = batch.indices + batch.files * n_videos
+                assert batch.labels.tolist() == [int(merged.labels[int(r)]) for r in rows]
+    with pytest.raises(ValueError, match="one offset >= 0 per file"):
+        make_loader([videos, images], 4, relabel=[5], **kw)
+
+
+def test_too_many_workers_are_clamped_with_a_warning(files) -> None:
+    import numba
+
+    cores = numba.config.NUMBA_NUM_THREADS
+    with pytest.warns(UserWarning, match=rf"num_workers={cores + 14} is more than the {cores}"):
+        loader = make_loader(files["videos"], 4, num_workers=cores + 14, resolution=RES)
+    assert sum(len(b.labels) for b in loader) == 24
+
+
+def test_a_batch_larger_than_the_data_says_which_size_fits(files) -> None:
+    with pytest.raises(ValueError, match=r"24 samples is fewer than its share.*batch_size=24"):
+        make_loader(files["videos"], 25, num_workers=1, resolution=RES)
+    kw = dict(num_workers=1, resolution=RES, distributed=True, rank=0, world_size=4)
+    with pytest.raises(ValueError, match=r"6 samples per rank \(4 ranks\).*batch_size=6 or less"):
+        make_loader(files["videos"], 8, **kw)
+    with pytest.raises(ValueError, match=r"images.beton: 5 samples.*batch_size=\d+ or less"):
+        make_loader([files["videos"], (files["images"], 1.0)], 12, num_workers=1, resolution=RES)
+    assert len(make_loader(files["videos"], 25, num_workers=1, drop_last=False, resolution=RES))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batches_equal_cpu_batches(files) -> None:
+    kw = dict(num_workers=2, resolution=RES, seed=5)
+    paths = [files["videos"], (files["images"], 0.5)]
+    cpu = epoch_batches(make_loader(paths, 6, **kw))
+    gpu = [b for b in make_loader(paths, 6, device="cuda", **kw)]
+    for a, b in zip(cpu, gpu, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert y.is_cuda and torch.equal(x, y.cpu())

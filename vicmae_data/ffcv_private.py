@@ -42,8 +42,9 @@ if TYPE_CHECKING:
 
 FFCV_VERSION = "1.0.2"
 
-# ffcv runs one pipeline thread per Loader; with several files two pipelines would launch
-# parallel regions at once, which numba's default "workqueue" layer does not allow.
+# ffcv runs one pipeline thread per Loader; with several files two pipelines launch
+# parallel regions at once, which numba's "workqueue" threading layer does not allow (tbb
+# and omp do): under workqueue, and only then, the pipelines take turns.
 _PIPELINE_LOCK = threading.Lock()
 
 
@@ -89,6 +90,8 @@ class FileLoader(Loader):
     """ffcv's Loader with a memory manager of our choosing and pipelines serialised.
 
     ``memory_manager(reader)`` builds the manager; ``None`` keeps ffcv's process cache.
+    ``serialise``: run this loader's pipeline under a lock shared by every FileLoader (for
+    numba's workqueue threading layer, which cannot run two parallel regions at once).
     The Loader is built with the process cache (ffcv 1.0.2's ``OSCacheManager`` corrupts
     numba's shared array types, see :mod:`vicmae_data.load.memory`), then the manager is
     swapped and the pipeline graph rebuilt around its reader.
@@ -98,9 +101,11 @@ class FileLoader(Loader):
         self,
         *args: Any,
         memory_manager: Callable[[Reader], MemoryManager] | None = None,
+        serialise: bool = False,
         **kwargs: Any,
     ) -> None:
         check_ffcv_version()
+        self.serialise = serialise
         super().__init__(*args, os_cache=False, **kwargs)
         if memory_manager is not None:
             self.memory_manager = memory_manager(self.reader)
@@ -124,4 +129,4 @@ class FileLoader(Loader):
         self.next_epoch += 1
         if self.code is None or self.recompile:
             self.generate_code()
-        return _LockedEpochIterator(self, selected)
+        return (_LockedEpochIterator if self.serialise else EpochIterator)(self, selected)

@@ -1,9 +1,11 @@
-"""ctypes bindings to libwebp, callable from numba-compiled code (no GIL, no Python).
+"""libwebp bindings callable from numba-compiled code (no GIL, no Python), cached on disk.
 
-numba lowers calls to ctypes function pointers with scalar and ``c_void_p`` arguments, so
-the functions below are numba-compiled (lazily, on first call; code that calls ctypes
-cannot be cached on disk) and callable from plain Python with numpy arrays and from other
-compiled code without the GIL, as ffcv does with libturbojpeg. Only decoding is bound:
+The ``*_fn`` functions take the table of libwebp's function addresses
+(:func:`function_table`, read at run time) as their first argument and call through it
+(:mod:`vicmae_data.format.ccall`), so numba caches them on disk and the loader's compiled
+code starts in a second process without compiling them again. The plain functions are
+conveniences for Python callers and tests (with the table of this process built in; they
+are compiled per process). Only decoding is bound:
 
 - :func:`get_info`: the width and height stored in a WebP bitstream;
 - :func:`decode_rgb_into`: full decode into a caller's ``uint8[H, W, 3]`` buffer;
@@ -26,7 +28,9 @@ import os
 from ctypes import c_int, c_size_t, c_void_p
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+
+from vicmae_data.format.ccall import address_of, c_function
 
 # WEBP_DECODER_ABI_VERSION: libwebp accepts any minor version with the same major (0x02).
 WEBP_DECODER_ABI_VERSION = 0x0209
@@ -90,6 +94,26 @@ _decode.argtypes = [c_void_p, c_size_t, c_void_p]
 _decode.restype = c_int
 
 
+# Indices into the function table; the table itself is built per process (ASLR moves the
+# library) and passed to cached code as an argument, never read from a global there.
+FN_DECODE_RGB_INTO, FN_INIT_CONFIG, FN_DECODE = 0, 1, 2
+_call_decode_rgb_into = c_function(
+    types.uintp, types.uintp, types.uintp, types.uintp, types.uintp, types.int32
+)
+_call_init_config = c_function(types.int32, types.uintp, types.int32)
+_call_decode = c_function(types.int32, types.uintp, types.uintp, types.uintp)
+
+
+def function_table() -> np.ndarray:
+    """int64 addresses of the libwebp functions the ``*_fn`` functions call (this process)."""
+    return np.array(
+        [address_of(f) for f in (_decode_rgb_into, _init_config, _decode)], dtype=np.int64
+    )
+
+
+_FUNCTIONS = function_table()  # for the per-process conveniences below only
+
+
 @njit(nogil=True)
 def get_info(data: np.ndarray, wh: np.ndarray) -> int:
     """Read the size of the WebP bitstream ``data`` (uint8[n]) into ``wh`` (int32[2]: w, h).
@@ -105,23 +129,7 @@ def decode_rgb_into(data: np.ndarray, out: np.ndarray, height: int, width: int) 
 
     Returns 1 on success, 0 on failure (corrupt data, or a frame of another size).
     """
-    return decode_rgb_into_ptr(data.ctypes.data, data.size, out, height, width)
-
-
-@njit(nogil=True)
-def decode_rgb_into_ptr(
-    data_ptr: int, data_size: int, out: np.ndarray, height: int, width: int
-) -> int:
-    """:func:`decode_rgb_into` for WebP bytes given by address and size.
-
-    The loader's compiled code passes addresses, so that read-only and writable source
-    arrays do not give numba two signatures to compile for every helper.
-    """
-    need = height * width * 3
-    if out.size < need:
-        return 0
-    ptr = _decode_rgb_into(data_ptr, data_size, out.ctypes.data, need, width * 3)
-    return 1 if ptr != 0 else 0
+    return decode_rgb_into_fn(_FUNCTIONS, data.ctypes.data, data.size, out, height, width)
 
 
 @njit(nogil=True)
@@ -140,11 +148,32 @@ def decode_crop_into(
     hold ``height * width * 3`` bytes, written with row stride ``width * 3``. ``top`` and
     ``left`` should be even (libwebp snaps them down otherwise). Returns 1 on success.
     """
-    return decode_crop_into_ptr(data.ctypes.data, data.size, config, out, top, left, height, width)
+    return decode_crop_into_fn(
+        _FUNCTIONS, data.ctypes.data, data.size, config, out, top, left, height, width
+    )
 
 
-@njit(nogil=True)
-def decode_crop_into_ptr(
+@njit(nogil=True, cache=True)
+def decode_rgb_into_fn(
+    fns: np.ndarray, data_ptr: int, data_size: int, out: np.ndarray, height: int, width: int
+) -> int:
+    """:func:`decode_rgb_into` for WebP bytes given by address and size, through ``fns``.
+
+    The loader's compiled code passes addresses, so that read-only and writable source
+    arrays do not give numba two signatures to compile for every helper.
+    """
+    need = height * width * 3
+    if out.size < need or height < 1 or width < 1:
+        return 0
+    ptr = _call_decode_rgb_into(
+        fns[FN_DECODE_RGB_INTO], data_ptr, data_size, out.ctypes.data, need, width * 3
+    )
+    return 1 if ptr != 0 else 0
+
+
+@njit(nogil=True, cache=True)
+def decode_crop_into_fn(
+    fns: np.ndarray,
     data_ptr: int,
     data_size: int,
     config: np.ndarray,
@@ -154,12 +183,12 @@ def decode_crop_into_ptr(
     height: int,
     width: int,
 ) -> int:
-    """:func:`decode_crop_into` for WebP bytes given by address and size."""
+    """:func:`decode_crop_into` for WebP bytes given by address and size, through ``fns``."""
     need = height * width * 3
-    if out.size < need or config.size < CONFIG_WORDS:
+    if out.size < need or config.size < CONFIG_WORDS or height < 1 or width < 1:
         return 0
     base = config.ctypes.data
-    if _init_config(base, WEBP_DECODER_ABI_VERSION) == 0:
+    if _call_init_config(fns[FN_INIT_CONFIG], base, WEBP_DECODER_ABI_VERSION) == 0:
         return 0
     words = config.view(np.int32)  # the struct's int fields, 4 bytes each
     words[_OFF_COLORSPACE // 4] = MODE_RGB
@@ -172,5 +201,5 @@ def decode_crop_into_ptr(
     words[_OFF_CROP_TOP // 4] = top
     words[_OFF_CROP_WIDTH // 4] = width
     words[_OFF_CROP_HEIGHT // 4] = height
-    status = _decode(data_ptr, data_size, base)
+    status = _call_decode(fns[FN_DECODE], data_ptr, data_size, base)
     return 1 if status == 0 else 0

@@ -1,15 +1,10 @@
 """FFCV decoders for :class:`~vicmae_data.format.frames.WebPFramesField`.
 
-:class:`WebPFramesDecoder` is the loader's hot path. Per sample, in numba-compiled code run
-across samples with ``prange`` (threads, no GIL):
-
-1. read the frame table at the start of the sample's blob;
-2. draw frame indices, crops and flips with :func:`~vicmae_data.load.crops.draw_view_params`
-   from (seed, epoch, sample index), so results do not depend on thread scheduling;
-3. decode only the sampled frames with libwebp: a frame used by one view is decoded
-   straight into its crop (libwebp crops while decoding); a frame shared by several views
-   (images, ``delta = 0``) is decoded whole once and every view crops from it;
-4. resize each crop to ``resolution`` with ffcv's compiled OpenCV resize, flip in place.
+:class:`WebPFramesDecoder` is the loader's hot path: per batch, its generated function (the
+only code compiled per process) gathers each sample's blob address and frame table size
+from ffcv's memory reader and calls :func:`~vicmae_data.load.kernels.decode_batch`, which
+draws frames, crops and flips from (seed, epoch, sample index) and decodes only those
+frames, across threads, from numba's on-disk cache.
 
 Output per sample: ``uint8[num_views, H, W, 3]`` (channels last: what libwebp and OpenCV
 write). The loader turns the batch into a ``[B, num_views, 3, H, W]`` tensor with a
@@ -25,18 +20,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 
 import numpy as np
-from ffcv.libffcv import ctypes_memcopy, resize_crop
 from ffcv.pipeline.allocation_query import AllocationQuery
-from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 from numba import njit
 
-from vicmae_data.format.libwebp import CONFIG_WORDS, decode_crop_into_ptr, decode_rgb_into_ptr
-from vicmae_data.load.crops import draw_view_params
+from vicmae_data.format.libwebp import CONFIG_WORDS
+from vicmae_data.load.kernels import (
+    add_failures,
+    crop_rows,
+    decode_batch,
+    decode_mapped,
+    kernel_table,
+    read_words,
+)
+from vicmae_data.load.memory import read_mapped
 from vicmae_data.load.samplers import SAMPLING_MODES
 
 
@@ -131,154 +131,57 @@ class WebPFramesDecoder(Operation):
 
     def generate_code(self) -> Callable:
         mem_read = self.memory_read
-        my_range = Compiler.get_iterator()
-        draw = draw_view_params
-        views = _decode_views
-        read_control, add_failures = _read_control, _add_failures
+        fns = kernel_table()  # this process's addresses: frozen into this closure only
         mode, delta, seed, train = self.mode, self.delta, self.seed, self.train
-        settings, video_settings = self.settings, self.video_settings
+        settings = np.stack([self.settings, self.video_settings])  # row per crop range
+        # The flags by address, as the epoch: numba would freeze an array into the code.
+        flags_address = self.image_flags.ctypes.data if self.image_flags is not None else 0
         control_address = self.control.ctypes.data
-        read_flag = _read_flag
-        has_flags = self.image_flags is not None
-        flags_address = self.image_flags.ctypes.data if has_flags else 0
 
+        # Scalars travel in an array: numba would specialise (and cache) per value.
+        knobs = np.array([control_address, seed, mode, delta, train, flags_address], dtype=np.int64)
+        if mem_read is read_mapped:
+            # The memory-mapped readers: all the work is in cached code, this shim is the
+            # only thing numba compiles per process (in milliseconds).
+
+            def decode_from_map(batch_indices, my_storage, metadata, storage_state):
+                destination, scratch, configs, all_params, rngs = my_storage
+                return decode_mapped(fns, knobs, batch_indices, metadata, storage_state,
+                                     settings, destination, scratch, configs, all_params,
+                                     rngs)  # fmt: skip
+
+            return decode_from_map
+
+        # Another reader (ffcv's process cache): the gathering loop calls its reader.
         def decode(batch_indices, my_storage, metadata, storage_state):
             destination, scratch, configs, all_params, rngs = my_storage
-            epoch = read_control(control_address)
-            failed = np.zeros(len(batch_indices), dtype=np.int64)
-            for dst_ix in my_range(len(batch_indices)):
-                sample_id = batch_indices[dst_ix]
-                field = metadata[sample_id]
+            n = len(batch_indices)
+            ptrs = np.zeros(n, dtype=np.int64)
+            sizes = np.zeros(n, dtype=np.int64)
+            T = np.zeros(n, dtype=np.int64)
+            H = np.zeros(n, dtype=np.int64)
+            W = np.zeros(n, dtype=np.int64)
+            for i in range(n):
+                field = metadata[batch_indices[i]]
                 blob = mem_read(field["ptr"], storage_state)
-                T = np.int64(field["num_frames"])
-                H = np.int64(field["height"])
-                W = np.int64(field["width"])
-                params = all_params[dst_ix]
-                use = settings
-                if has_flags and T == 1 and read_flag(flags_address, sample_id) == 0:
-                    use = video_settings  # a one-frame video
-                draw(seed, epoch, sample_id, T, H, W, mode, delta, train, use, params,
-                     rngs[dst_ix])  # fmt: skip
-                failed[dst_ix] = views(
-                    blob.ctypes.data,
-                    blob.size,
-                    H,
-                    W,
-                    params,
-                    scratch[dst_ix],
-                    configs[dst_ix],
-                    destination[dst_ix],
-                )
+                ptrs[i] = blob.ctypes.data
+                sizes[i] = blob.size
+                T[i] = field["num_frames"]
+                H[i] = field["height"]
+                W[i] = field["width"]
+            use_row = np.zeros(n, dtype=np.int64)
+            crop_rows(fns, knobs[5], batch_indices, T, use_row)
+            epoch = read_words(fns, knobs[0])[0]
+            failed = np.zeros(n, dtype=np.int64)
+            decode_batch(fns, ptrs, sizes, T, H, W, use_row, batch_indices, knobs[1], epoch,
+                         knobs[2], knobs[3], knobs[4] != 0, settings, all_params, rngs,
+                         scratch, configs, destination, failed)  # fmt: skip
             total = failed.sum()
             if total > 0:
-                add_failures(control_address, total)
-            return destination[: len(batch_indices)]
+                add_failures(fns, knobs[0], total)
+            return destination[:n]
 
-        decode.is_parallel = True
         return decode
-
-
-# The per-sample work, compiled once per process (not per loader) and called from the
-# generated prange loop; parfor analysis of a small loop is what keeps compile time low.
-# Not cached on disk: numba cannot cache code that calls ctypes function pointers.
-_njit = partial(njit, nogil=True, fastmath=True, error_model="numpy")
-_decode_full = decode_rgb_into_ptr  # already compiled (nogil) dispatchers
-_decode_crop = decode_crop_into_ptr
-_resize = _njit(resize_crop)
-
-
-@_njit
-def _frame_range(blob_ptr: int, blob_size: int, f: int) -> tuple[int, int]:
-    """Byte range of frame ``f`` in a sample blob (its uint32 offset table); (0, 0) if bad."""
-    if 4 * (f + 2) > blob_size:
-        return 0, 0
-    pair = np.zeros(2, dtype=np.uint32)
-    ctypes_memcopy(blob_ptr + 4 * f, pair.ctypes.data, 8)
-    start, end = np.int64(pair[0]), np.int64(pair[1])
-    if not 0 < start <= end <= blob_size:
-        return 0, 0
-    return start, end
-
-
-@_njit
-def _flip_columns(view: np.ndarray) -> None:
-    """Mirror an (H, W, 3) image left-right in place."""
-    W = view.shape[1]
-    for r in range(view.shape[0]):
-        for c in range(W // 2):
-            for ch in range(3):
-                tmp = view[r, c, ch]
-                view[r, c, ch] = view[r, W - 1 - c, ch]
-                view[r, W - 1 - c, ch] = tmp
-
-
-@_njit
-def _decode_views(blob_ptr, blob_size, H, W, params, buf, config, out) -> int:
-    """Decode the frames ``params`` asks for and write every view into ``out`` (V, R, R, 3).
-
-    Views are visited in frame order so views sharing a frame are adjacent: that frame is
-    decoded whole once into ``buf``; a frame used by one view only is decoded straight into
-    its crop. Returns the number of views whose frame failed to decode (left black).
-    """
-    V = params.shape[0]
-    order = np.argsort(params[:, 0].copy())
-    whole = -1  # the frame currently decoded whole in buf, if any
-    failed = 0
-    for o in range(V):
-        v = order[o]
-        f = params[v, 0]
-        top, left, h, w = params[v, 1], params[v, 2], params[v, 3], params[v, 4]
-        shared = (o > 0 and params[order[o - 1], 0] == f) or (
-            o + 1 < V and params[order[o + 1], 0] == f
-        )
-        start, end = _frame_range(blob_ptr, blob_size, f)
-        if end == 0:
-            ok = 0
-        elif shared:
-            ok = 1
-            if whole != f:
-                ok = _decode_full(blob_ptr + start, end - start, buf, H, W)
-                whole = f if ok == 1 else -1
-            if ok == 1:
-                frame = buf[: H * W * 3].reshape(H, W, 3)
-                _resize(frame, top, top + h, left, left + w, out[v])
-        else:
-            whole = -1
-            ok = _decode_crop(blob_ptr + start, end - start, config, buf, top, left, h, w)
-            if ok == 1:
-                crop = buf[: h * w * 3].reshape(h, w, 3)
-                _resize(crop, 0, h, 0, w, out[v])
-        if ok != 1:
-            out[v][:] = 0
-            failed += 1
-        elif params[v, 5] == 1:
-            _flip_columns(out[v])
-    return failed
-
-
-@_njit
-def _read_control(address: int) -> int:
-    """The epoch stored at ``address`` (the decoder's control array), copied by memcpy."""
-    pair = np.zeros(2, dtype=np.int64)
-    ctypes_memcopy(address, pair.ctypes.data, 16)
-    return pair[0]
-
-
-@_njit
-def _read_flag(address: int, index: int) -> int:
-    """Byte ``index`` of the array at ``address`` (the decoder's image flags)."""
-    byte = np.zeros(1, dtype=np.uint8)
-    ctypes_memcopy(address + index, byte.ctypes.data, 1)
-    return byte[0]
-
-
-@_njit
-def _add_failures(address: int, count: int) -> None:
-    """control[1] += count (once per batch, outside the parallel loop)."""
-    pair = np.zeros(2, dtype=np.int64)
-    ctypes_memcopy(address, pair.ctypes.data, 16)
-    pair[1] += count
-    ctypes_memcopy(pair.ctypes.data, address, 16)
 
 
 class WebPFrameCountDecoder(Operation):
@@ -293,9 +196,7 @@ class WebPFrameCountDecoder(Operation):
 
     def generate_code(self) -> Callable:
         def count(batch_indices, destination, metadata, storage_state):
-            for ix in range(len(batch_indices)):
-                destination[ix, 0] = metadata[batch_indices[ix]]["num_frames"]
-            return destination[: len(batch_indices)]
+            return _frame_counts(batch_indices, destination, metadata)
 
         return count
 
@@ -316,8 +217,22 @@ class SampleIndexDecoder(Operation):
 
     def generate_code(self) -> Callable:
         def indices(batch_indices, destination, metadata, storage_state):
-            for ix in range(len(batch_indices)):
-                destination[ix, 0] = batch_indices[ix]
-            return destination[: len(batch_indices)]
+            return _sample_indices(batch_indices, destination)
 
         return indices
+
+
+# ffcv compiles what generate_code returns (per process); the work is in these, which
+# numba caches on disk.
+@njit(nogil=True, cache=True)
+def _frame_counts(batch_indices, destination, metadata):
+    for ix in range(len(batch_indices)):
+        destination[ix, 0] = metadata[batch_indices[ix]]["num_frames"]
+    return destination[: len(batch_indices)]
+
+
+@njit(nogil=True, cache=True)
+def _sample_indices(batch_indices, destination):
+    for ix in range(len(batch_indices)):
+        destination[ix, 0] = batch_indices[ix]
+    return destination[: len(batch_indices)]

@@ -21,20 +21,23 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Sequence
 
+import numba
 import numpy as np
 import torch
 from ffcv.fields.basics import IntDecoder
-from ffcv.loader.epoch_iterator import EpochIterator
 from ffcv.pipeline import PipelineSpec
 from ffcv.transforms import ToTensor
 
 from vicmae_data.ffcv_private import FileLoader, OrderFactory
 from vicmae_data.format.beton import BetonError, BetonFile, custom_fields
-from vicmae_data.load.batch import Batch
+from vicmae_data.format.labels import RELABEL_MODES, plan_labels
 from vicmae_data.load.crops import draw_view_params
 from vicmae_data.load.decoder import SampleIndexDecoder, WebPFrameCountDecoder, WebPFramesDecoder
+from vicmae_data.load.epochs import VicmaeLoader
+from vicmae_data.load.kernels import concurrent_parallel_regions_ok
 from vicmae_data.load.memory import MEMORY_MODES, BoundedMmapManager, ReadOnlyMmapManager
 from vicmae_data.load.order import BlockShuffleOrder, default_rank_world
 
@@ -75,96 +78,6 @@ def split_batch(batch_size: int, weights: Sequence[float]) -> list[int]:
     return sizes
 
 
-class VicmaeLoader:
-    """Iterate for one epoch of :class:`Batch`; ``len()`` is batches per epoch."""
-
-    def __init__(
-        self,
-        loaders: list[FileLoader],
-        decoders: list[WebPFramesDecoder],
-        device: torch.device,
-        epoch: int = 0,
-        image_flags: list[torch.Tensor] | None = None,
-    ) -> None:
-        self.loaders = loaders
-        self.decoders = decoders
-        # Per file, bool per sample: a still image (a one-frame video is a video).
-        self.image_flags = image_flags
-        self.device = device
-        self.epoch = epoch
-        self.batch_size = sum(ld.batch_size for ld in loaders)
-
-    def __len__(self) -> int:
-        return len(self.loaders[0])
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch the next ``iter()`` runs (for resuming)."""
-        self.epoch = int(epoch)
-
-    @property
-    def decode_failures(self) -> int:
-        """Frames libwebp failed to decode so far (their views are black)."""
-        return sum(d.failures for d in self.decoders)
-
-    def _epoch_of(self, i: int, epoch: int, cycle: int) -> int:
-        # File 0 runs `epoch`; others cycle, each pass a distinct key derived from `epoch`.
-        return epoch if i == 0 else epoch * 65536 + cycle
-
-    def _start(self, i: int, epoch: int, cycle: int) -> EpochIterator:
-        key = self._epoch_of(i, epoch, cycle)
-        self.loaders[i].set_next_epoch(key)
-        self.decoders[i].set_epoch(key)
-        return iter(self.loaders[i])
-
-    def _as_batch(self, raw: tuple[torch.Tensor, ...], file: int) -> Batch:
-        # (b, V, H, W, 3) u8, (b, 1) i64, (b, 1) i32, (b, 1) i64
-        frames, labels, counts, indices = raw
-        files = torch.full_like(indices[:, 0], file)
-        if self.image_flags is None:
-            is_image = counts[:, 0] == 1
-        else:
-            is_image = self.image_flags[file][indices[:, 0]]
-        return Batch(frames.permute(0, 1, 4, 2, 3), labels[:, 0], is_image, indices[:, 0], files)
-
-    def __iter__(self) -> Iterator[Batch]:
-        epoch = self.epoch
-        self.epoch += 1
-        failures_before = self.decode_failures
-        iters = [self._start(i, epoch, 0) for i in range(len(self.loaders))]
-        cycles = [0] * len(self.loaders)
-        non_blocking = self.device.type == "cuda"
-        try:
-            for raw in iters[0]:
-                parts = [self._as_batch(raw, 0)]
-                for i in range(1, len(iters)):
-                    nxt = next(iters[i], None)
-                    if nxt is None:
-                        iters[i].close()
-                        cycles[i] += 1
-                        iters[i] = self._start(i, epoch, cycles[i])
-                        nxt = next(iters[i])
-                    parts.append(self._as_batch(nxt, i))
-                if len(parts) == 1:
-                    batch = parts[0]
-                else:
-                    batch = Batch(*(torch.cat(t) for t in zip(*parts, strict=True)))
-                if self.device.type != "cpu":
-                    batch = Batch(*(t.to(self.device, non_blocking=non_blocking) for t in batch))
-                yield batch
-        finally:
-            for it in iters:
-                it.close()
-            failed = self.decode_failures - failures_before
-            if failed:
-                # A corrupt frame must not pass silently: its view is black in the batch.
-                log.warning(
-                    "epoch %d: %d frame(s) failed to decode and were left black; "
-                    "`vicmae-data verify FILE.beton` names the bad samples",
-                    epoch,
-                    failed,
-                )
-
-
 def make_loader(
     paths: PathSpec | Sequence[PathSpec],
     batch_size: int,
@@ -187,6 +100,7 @@ def make_loader(
     memory: str = "mmap-bounded",
     batches_ahead: int = 3,
     epoch: int = 0,
+    relabel: str | Sequence[int] = "auto",
 ) -> VicmaeLoader:
     """Build the loader over one .beton or a weighted mix of several.
 
@@ -204,13 +118,24 @@ def make_loader(
     ``train=False``: centre frame(s), centre crop, no flip, for evaluation. Sampling is
     ``"distant"``, ``"continuous"`` (frame separation up to ``delta``) or ``"center"``.
 
+    Labels of several files (:mod:`vicmae_data.format.labels`): ``relabel="auto"`` keeps
+    the labels of files of one dataset (shards) and offsets different datasets past each
+    other, exactly as ``vicmae-data merge`` does, so mixing files here and training on
+    their merge give every sample the same label; ``"offset"`` offsets every file,
+    ``"keep"`` never changes a label, and a list of ints gives each file's offset yourself.
+    The offsets used are ``loader.label_offsets``.
+
+    ``num_workers`` above the CPU cores numba may use here is lowered to that number, with
+    a warning. ``device="cuda"``: batches arrive on the GPU, copied from pinned memory
+    without blocking.
+
     Example: ``make_loader(["k400.beton", ("in1k.beton", 0.3)], 256, num_workers=8)``.
     """
     specs = _parse_paths(paths)
     if memory not in MEMORY_MODES:
         raise ValueError(f"memory must be one of {MEMORY_MODES}, not {memory!r}")
-    if num_workers < 1:
-        raise ValueError(f"num_workers must be >= 1, not {num_workers}")
+    num_workers = clamp_workers(num_workers)
+    offsets = _label_offsets([p for p, _ in specs], relabel)
     if distributed:
         auto_rank, auto_world = default_rank_world()
         rank = auto_rank if rank is None else rank
@@ -252,6 +177,7 @@ def make_loader(
                 batch_size=size,
                 num_workers=num_workers,
                 memory_manager=_MANAGERS[memory],
+                serialise=len(specs) > 1 and not concurrent_parallel_regions_ok(),
                 order=OrderFactory(block_shuffle),
                 seed=file_seed,
                 pipelines=pipelines,
@@ -261,12 +187,74 @@ def make_loader(
             )
         except (AssertionError, ValueError, IndexError) as exc:
             raise BetonError(f"{path}: cannot load ({exc})") from None
-        if len(loader) == 0:
-            raise ValueError(f"{path}: fewer samples per rank than the batch share {size}")
         loaders.append(loader)
         decoders.append(decoder)
+    _check_batch_fits(loaders, batch_size, [w for _, w in specs], world_size)
     return VicmaeLoader(
-        loaders, decoders, torch.device(device), epoch=epoch, image_flags=image_flags
+        loaders,
+        decoders,
+        torch.device(device),
+        epoch=epoch,
+        label_offsets=offsets,
+        image_flags=image_flags,
+    )
+
+
+def clamp_workers(num_workers: int) -> int:
+    """``num_workers``, lowered (with a warning) to the threads numba may run here."""
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, not {num_workers}")
+    limit = int(numba.config.NUMBA_NUM_THREADS)  # the CPU cores, unless NUMBA_NUM_THREADS says
+    if num_workers > limit:
+        warnings.warn(
+            f"num_workers={num_workers} is more than the {limit} CPU cores numba can use "
+            f"on this machine; using {limit} decoding threads",
+            stacklevel=3,
+        )
+        return limit
+    return num_workers
+
+
+def _label_offsets(paths: Sequence[str], relabel: str | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(relabel, str):
+        if relabel not in RELABEL_MODES:
+            raise ValueError(f"relabel must be one of {RELABEL_MODES} or offsets, not {relabel!r}")
+        if len(paths) == 1:
+            return (0,)
+        plan = plan_labels(paths, relabel)
+        for note in plan.notes:
+            log.info("make_loader: %s", note)
+        return plan.offsets
+    offsets = tuple(int(o) for o in relabel)
+    if len(offsets) != len(paths) or min(offsets) < 0:
+        raise ValueError(f"relabel needs one offset >= 0 per file ({len(paths)}), got {offsets}")
+    return offsets
+
+
+def _check_batch_fits(
+    loaders: Sequence[FileLoader],
+    batch_size: int,
+    weights: Sequence[float],
+    world_size: int,
+) -> None:
+    """A batch larger than what a rank holds: say so, and which batch size would fit."""
+    if all(len(ld) > 0 for ld in loaders):
+        return
+    per_rank = [-(-int(ld.reader.num_samples) // world_size) for ld in loaders]
+    fits = next(
+        (
+            b
+            for b in range(batch_size - 1, len(weights) - 1, -1)
+            if all(s <= n for s, n in zip(split_batch(b, weights), per_rank, strict=True))
+        ),
+        None,
+    )
+    k = next(i for i, ld in enumerate(loaders) if per_rank[i] < ld.batch_size)
+    share = f"its share of the batch ({loaders[k].batch_size} of {batch_size})"
+    ranks = f" per rank ({world_size} ranks)" if world_size > 1 else ""
+    hint = f"use batch_size={fits} or less" if fits else "use fewer ranks or more data"
+    raise ValueError(
+        f"{loaders[k].fname}: {per_rank[k]} samples{ranks} is fewer than {share}; {hint}"
     )
 
 

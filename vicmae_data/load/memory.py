@@ -36,7 +36,6 @@ import numba as nb
 import numpy as np
 from ffcv.memory_managers import OSCacheManager
 from ffcv.memory_managers.base import MemoryContext
-from ffcv.pipeline.compiler import Compiler
 
 if TYPE_CHECKING:
     from ffcv.reader import Reader
@@ -61,14 +60,27 @@ class ReadOnlyMmapManager(OSCacheManager):
         return nb.types.Tuple([ro_u8, ro_u64, ro_u64])
 
     def compile_reader(self):
-        """``read(address, state) -> uint8[::1]``: a view of the sample's bytes (no copy)."""
+        """``read(address, state) -> uint8[::1]``: a view of the sample's bytes (no copy).
 
-        def read(address, mem_state):
-            size = mem_state[2][np.searchsorted(mem_state[1], address)]
-            return mem_state[0][address : address + size]
+        A module-level function numba caches on disk (ffcv compiles its own per process).
+        """
+        return read_mapped
 
-        ro_u8 = nb.types.Array(nb.uint8, 1, "C", readonly=True)
-        return Compiler.compile(read, ro_u8(nb.uint64, self.state_type))
+
+@nb.njit(nogil=True, cache=True)
+def read_mapped(address, mem_state):
+    """The bytes of the allocation at ``address``: ``state`` is (file, sorted ptrs, sizes).
+
+    An address that is not an allocation gives an empty view, never memory outside the
+    file (the loader checks every sample's pointers before it starts, see
+    :func:`vicmae_data.format.beton.check_tables`; this is the last line).
+    """
+    data, ptrs, sizes = mem_state
+    k = np.searchsorted(ptrs, address)
+    if k >= len(ptrs) or ptrs[k] != address:
+        return data[0:0]
+    end = min(address + sizes[k], len(data))
+    return data[address:end]
 
 
 class BoundedMmapContext(MemoryContext):

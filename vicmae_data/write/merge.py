@@ -1,13 +1,12 @@
 """Join .beton files (shards of one dataset, or different datasets) without re-encoding.
 
-The WebP bytes are copied as they are. Samples are read lazily from the inputs while ffcv's
-writer runs, so memory does not grow with the inputs.
+The WebP bytes are copied as they are (after a CRC32 check). Samples are read lazily from
+the inputs while the writer runs, so memory does not grow with the inputs.
 
-Labels. Shards of one dataset share a label space and keep their labels. Different
-datasets (say ImageNet and Kinetics) would collide (label 0 = "tench" and "abseiling"), so
-``relabel="auto"`` groups the inputs into label spaces and shifts each group's labels past
-the previous group's; the original label goes to ``meta["orig_label"]``. Two inputs share a
-label space when their ``dataset`` names are the same and no label has two class names.
+Labels: :mod:`vicmae_data.format.labels` decides which inputs share a label space (shards
+of one dataset keep their labels, different datasets are offset past each other, as
+``make_loader`` does when it mixes files); an offset sample keeps its original label in
+``meta["orig_label"]``.
 """
 
 from __future__ import annotations
@@ -19,12 +18,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from vicmae_data.atomic import write_text_atomic
 from vicmae_data.format.beton import BetonError, BetonFile, Sample
+from vicmae_data.format.labels import RelabelMode, plan_labels
 from vicmae_data.format.manifest import merged_manifest
 from vicmae_data.write.beton_writer import write_beton
 
@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 
 class MergeWarning(UserWarning):
     """Labels were offset, or kept although the class lists differ."""
-
-
-RelabelMode = Literal["auto", "offset", "keep"]
-RELABEL_MODES: tuple[str, ...] = ("auto", "offset", "keep")
 
 
 @dataclass(frozen=True)
@@ -55,104 +51,20 @@ class MergePlan:
         return sum(self.lengths)
 
 
-@dataclass(frozen=True)
-class _InputSummary:
-    path: str
-    length: int
-    classes: dict[int, str]  # from the first sample of every label
-    datasets: frozenset[str]
-    max_label: int
-    max_sample_bytes: int
-
-
-def _summarise(path: str) -> _InputSummary:
-    beton = BetonFile(path)
-    labels = np.asarray(beton.labels, dtype=np.int64)
-    if len(labels) == 0:
-        raise BetonError(f"{path}: the file holds no samples")
-    uniq, first = np.unique(labels, return_index=True)
-    classes: dict[int, str] = {}
-    datasets: set[str] = set()
-    for label, i in zip(uniq, first, strict=True):
-        meta = beton.meta(int(i))
-        classes[int(label)] = str(meta.get("class_name", int(label)))
-        datasets.add(str(meta.get("dataset", "")))
-    if beton.manifest is not None:  # the whole class list, also the classes no sample uses
-        classes = beton.class_names()
-    return _InputSummary(
-        path=path,
-        length=len(labels),
-        classes=classes,
-        datasets=frozenset(datasets),
-        max_label=max(int(uniq.max()), len(classes) - 1),
-        max_sample_bytes=int(np.asarray(beton.frames_meta["size"]).max()),
-    )
-
-
-def _compatible(a: dict[int, str], b: dict[int, str]) -> bool:
-    return all(a[k] == b[k] for k in a.keys() & b.keys())
-
-
-def _label_spaces(summaries: Sequence[_InputSummary]) -> list[int]:
-    """Group id per input: same datasets and no label with two names -> same group."""
-    groups: list[tuple[frozenset[str], dict[int, str]]] = []
-    ids: list[int] = []
-    for s in summaries:
-        for g, (datasets, classes) in enumerate(groups):
-            if datasets == s.datasets and _compatible(classes, s.classes):
-                classes.update(s.classes)
-                ids.append(g)
-                break
-        else:
-            groups.append((s.datasets, dict(s.classes)))
-            ids.append(len(groups) - 1)
-    return ids
-
-
 def plan_merge(inputs: Sequence[str | os.PathLike], relabel: RelabelMode = "auto") -> MergePlan:
-    """Decide the label offset of every input (reads only the first sample of each class)."""
-    if relabel not in RELABEL_MODES:
-        raise ValueError(f"relabel must be one of {RELABEL_MODES}, not {relabel!r}")
+    """Decide the label offset of every input (:func:`vicmae_data.format.labels.plan_labels`)."""
     if not inputs:
         raise ValueError("nothing to merge: no inputs")
-    summaries = [_summarise(str(p)) for p in inputs]
-    notes: list[str] = []
-    if relabel == "offset":
-        groups = list(range(len(summaries)))
-    else:
-        groups = _label_spaces(summaries)
-        if relabel == "keep" and len(set(groups)) > 1:
-            notes.append(
-                "--relabel keep: the inputs' class lists differ, so one label now names "
-                "different classes in different samples"
-            )
-            groups = [0] * len(summaries)
-
-    # Each label space starts after the largest label of the ones before it.
-    starts: dict[int, int] = {}
-    next_start = 0
-    for g in sorted(set(groups)):
-        starts[g] = next_start
-        next_start += 1 + max(
-            s.max_label for s, gi in zip(summaries, groups, strict=True) if gi == g
-        )
-    offsets = tuple(starts[g] for g in groups)
-    relabelled = len(set(groups)) > 1
-    if relabelled:
-        described = ", ".join(
-            f"{Path(s.path).name} (+{o}, {len(s.classes)} classes, "
-            f"{'/'.join(sorted(s.datasets)) or '?'})"
-            for s, o in zip(summaries, offsets, strict=True)
-        )
-        notes.append(
-            f"inputs hold different class lists; labels are offset per input: {described}; "
-            "the original label is kept in meta['orig_label']"
-        )
+    labels = plan_labels(inputs, relabel)
+    notes = [n.replace("relabel 'keep'", "--relabel keep") for n in labels.notes]
+    if labels.relabelled:
+        notes[-1] += "; the original label is kept in meta['orig_label']"
+    summaries = labels.summaries
     return MergePlan(
         inputs=tuple(s.path for s in summaries),
         lengths=tuple(s.length for s in summaries),
-        offsets=offsets,
-        relabelled=relabelled,
+        offsets=labels.offsets,
+        relabelled=labels.relabelled,
         max_sample_bytes=max(s.max_sample_bytes for s in summaries),
         notes=tuple(notes),
     )

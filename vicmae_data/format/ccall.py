@@ -1,0 +1,65 @@
+"""Call C functions by address from numba code that numba can cache on disk.
+
+numba calls a ``ctypes`` function by baking its address into the compiled code, so it
+refuses to cache such code (the address changes with every process: shared libraries load
+at random addresses). Here the address is an ordinary integer argument instead:
+:func:`c_function` makes an intrinsic ``call(address, *args)`` that casts the integer to
+a function pointer of the declared C signature and calls it. Code that calls it takes the
+addresses as arguments (a small int64 table read at run time, see
+:func:`vicmae_data.format.libwebp.function_table`), never as a global, and caches cleanly:
+a second process loads the machine code instead of compiling it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+
+def address_of(function: ctypes._CFuncPtr) -> int:
+    """The address of a ``ctypes`` function (valid in this process only)."""
+    address = ctypes.cast(function, ctypes.c_void_p).value
+    if not address:
+        raise OSError(f"no address for {function!r}")
+    return int(address)
+
+
+def c_function(restype: types.Type, *argtypes: types.Type):
+    """An intrinsic ``call(address, *args) -> restype`` for a C function of ``argtypes``.
+
+    Each argument is cast to its declared type (pointers are passed as integers: numpy's
+    ``array.ctypes.data``). Example::
+
+        call_abs = c_function(types.int64, types.int64)   # long labs(long)
+
+        @njit(cache=True)
+        def f(address, x):
+            return call_abs(address, x)
+    """
+
+    @intrinsic
+    def call(typingctx, address, *args):
+        if len(args) == 1 and isinstance(args[0], types.StarArgTuple):
+            args = tuple(args[0].types)
+        if len(args) != len(argtypes) or not isinstance(address, types.Integer):
+            return None  # not this signature: numba reports a typing error
+        sig = restype(address, types.StarArgTuple(args))
+
+        def codegen(context, builder, signature, llargs):
+            fnty = ir.FunctionType(
+                context.get_value_type(restype), [context.get_value_type(t) for t in argtypes]
+            )
+            pointer = builder.inttoptr(llargs[0], fnty.as_pointer())
+            values = [builder.extract_value(llargs[1], i) for i in range(len(args))]
+            values = [
+                context.cast(builder, v, have, want)
+                for v, have, want in zip(values, args, argtypes, strict=True)
+            ]
+            return builder.call(pointer, values)
+
+        return sig, codegen
+
+    return call

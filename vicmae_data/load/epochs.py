@@ -1,0 +1,157 @@
+"""One epoch of batches from one ffcv loader per file, mixed, labelled and on the device.
+
+:class:`VicmaeLoader` is what :func:`~vicmae_data.load.loader.make_loader` returns. Every
+file's ffcv pipeline runs on its own thread, ``batches_ahead`` batches in advance; each
+batch takes its share from every file (the first file defines the epoch, the others
+cycle), offsets the labels of each file (see :mod:`vicmae_data.format.labels`), and goes to
+the device. For a CUDA device the batch is assembled in pinned (page-locked) host memory,
+reused across batches, and copied with ``non_blocking=True``: the copy overlaps whatever
+the GPU is doing, and the next batch is decoded meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+import torch
+from ffcv.loader.epoch_iterator import EpochIterator
+
+from vicmae_data.ffcv_private import FileLoader
+from vicmae_data.load.batch import Batch
+from vicmae_data.load.decoder import WebPFramesDecoder
+
+log = logging.getLogger(__name__)
+
+
+class PinnedStager:
+    """Copies batches to a CUDA device through a ring of reused pinned host buffers.
+
+    A buffer is refilled only after the copy out of it has finished (a CUDA event per
+    buffer), so the asynchronous copy never reads bytes that are being overwritten.
+    """
+
+    def __init__(self, device: torch.device, slots: int = 3) -> None:
+        self.device = device
+        self.slots: list[tuple[list[torch.Tensor], torch.cuda.Event | None]] = [
+            ([], None) for _ in range(slots)
+        ]
+        self.next = 0
+
+    def __call__(self, parts: Sequence[Batch]) -> Batch:
+        k = self.next
+        self.next = (k + 1) % len(self.slots)
+        buffers, done = self.slots[k]
+        if done is not None:
+            done.synchronize()  # the previous copy out of this slot has finished
+        fields = list(zip(*parts, strict=True))  # per field: that field of every part
+        shapes = [(sum(t.shape[0] for t in ts), *ts[0].shape[1:]) for ts in fields]
+        if [tuple(b.shape) for b in buffers] != shapes:
+            buffers = [
+                torch.empty(shape, dtype=ts[0].dtype, pin_memory=True)
+                for shape, ts in zip(shapes, fields, strict=True)
+            ]
+        for buffer, ts in zip(buffers, fields, strict=True):
+            torch.cat(ts, out=buffer)
+        out = Batch(*(b.to(self.device, non_blocking=True) for b in buffers))
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.device))
+        self.slots[k] = (buffers, event)
+        return out
+
+
+class VicmaeLoader:
+    """Iterate for one epoch of :class:`Batch`; ``len()`` is batches per epoch."""
+
+    def __init__(
+        self,
+        loaders: list[FileLoader],
+        decoders: list[WebPFramesDecoder],
+        device: torch.device,
+        epoch: int = 0,
+        label_offsets: Sequence[int] | None = None,
+        image_flags: Sequence[torch.Tensor] | None = None,
+    ) -> None:
+        self.loaders = loaders
+        self.decoders = decoders
+        self.device = device
+        self.epoch = epoch
+        self.batch_size = sum(ld.batch_size for ld in loaders)
+        self.label_offsets = tuple(label_offsets or [0] * len(loaders))
+        # Per file, bool per sample: a still image (a one-frame video is a video).
+        self.image_flags = image_flags
+        self.stager = PinnedStager(device) if device.type == "cuda" else None
+
+    def __len__(self) -> int:
+        return len(self.loaders[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next ``iter()`` runs (for resuming)."""
+        self.epoch = int(epoch)
+
+    @property
+    def decode_failures(self) -> int:
+        """Frames libwebp failed to decode so far (their views are black)."""
+        return sum(d.failures for d in self.decoders)
+
+    def _epoch_of(self, i: int, epoch: int, cycle: int) -> int:
+        # File 0 runs `epoch`; others cycle, each pass a distinct key derived from `epoch`.
+        return epoch if i == 0 else epoch * 65536 + cycle
+
+    def _start(self, i: int, epoch: int, cycle: int) -> EpochIterator:
+        key = self._epoch_of(i, epoch, cycle)
+        self.loaders[i].set_next_epoch(key)
+        self.decoders[i].set_epoch(key)
+        return iter(self.loaders[i])
+
+    def _as_batch(self, raw: tuple[torch.Tensor, ...], file: int) -> Batch:
+        # (b, V, H, W, 3) u8, (b, 1) i64, (b, 1) i32, (b, 1) i64
+        frames, labels, counts, indices = raw
+        files = torch.full_like(indices[:, 0], file)
+        labels = (
+            labels[:, 0] + self.label_offsets[file] if self.label_offsets[file] else labels[:, 0]
+        )
+        if self.image_flags is None:
+            is_image = counts[:, 0] == 1
+        else:
+            is_image = self.image_flags[file][indices[:, 0]]
+        return Batch(frames.permute(0, 1, 4, 2, 3), labels, is_image, indices[:, 0], files)
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch = self.epoch
+        self.epoch += 1
+        failures_before = self.decode_failures
+        iters = [self._start(i, epoch, 0) for i in range(len(self.loaders))]
+        cycles = [0] * len(self.loaders)
+        try:
+            for raw in iters[0]:
+                parts = [self._as_batch(raw, 0)]
+                for i in range(1, len(iters)):
+                    nxt = next(iters[i], None)
+                    if nxt is None:
+                        iters[i].close()
+                        cycles[i] += 1
+                        iters[i] = self._start(i, epoch, cycles[i])
+                        nxt = next(iters[i])
+                    parts.append(self._as_batch(nxt, i))
+                if self.stager is not None:
+                    batch = self.stager(parts)
+                elif len(parts) == 1:
+                    batch = parts[0]
+                else:
+                    batch = Batch(*(torch.cat(t) for t in zip(*parts, strict=True)))
+                if self.stager is None and self.device.type != "cpu":
+                    batch = Batch(*(t.to(self.device) for t in batch))
+                yield batch
+        finally:
+            for it in iters:
+                it.close()
+            failed = self.decode_failures - failures_before
+            if failed:
+                # A corrupt frame must not pass silently: its view is black in the batch.
+                log.warning(
+                    "epoch %d: %d frame(s) failed to decode and were left black; "
+                    "`vicmae-data verify FILE.beton` names the bad samples",
+                    epoch,
+                    failed,
+                )

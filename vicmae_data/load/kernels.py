@@ -1,0 +1,237 @@
+"""The loader's compiled work per batch, cached on disk: draw, decode, crop, resize, flip.
+
+:func:`decode_batch` runs across the samples of a batch with ``prange`` (threads, no GIL).
+Per sample it draws frames, crops and flips (:func:`~vicmae_data.load.crops.
+draw_view_params`), reads the frame table, decodes only the sampled frames with libwebp (a
+frame used by one view straight into its crop; a frame shared by several views whole,
+once), resizes each crop with ffcv's OpenCV resize and flips it in place.
+
+Every C function (libwebp's, ffcv's resize and memcpy) is called through the address table
+:func:`kernel_table` passed as the first argument (:mod:`vicmae_data.format.ccall`), so all
+of this is compiled once per machine and loaded from numba's cache by later processes.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numba
+import numpy as np
+from ffcv.libffcv import ctypes_memcopy, ctypes_resize
+from numba import njit, prange, types
+
+from vicmae_data.format import libwebp
+from vicmae_data.format.ccall import address_of, c_function
+from vicmae_data.load.crops import draw_view_params
+
+FN_RESIZE, FN_MEMCPY = 3, 4  # after libwebp's three (libwebp.function_table)
+_call_resize = c_function(types.int32, *([types.int64] * 11))
+_call_memcpy = c_function(types.int32, types.uintp, types.uintp, types.uint64)
+
+_njit = partial(njit, nogil=True, fastmath=True, error_model="numpy", cache=True)
+
+
+@njit(parallel=True, cache=True)
+def _parallel_touch(n: int) -> int:
+    total = 0
+    for i in prange(n):
+        total += i
+    return total
+
+
+def concurrent_parallel_regions_ok() -> bool:
+    """Whether two threads may run numba parallel code at once (tbb, omp: yes; workqueue:
+    no, numba aborts). Which layer numba picked is known once parallel code has run."""
+    _parallel_touch(4)
+    return numba.threading_layer() != "workqueue"
+
+
+def kernel_table() -> np.ndarray:
+    """int64 addresses of every C function the kernels call, valid in this process."""
+    extra = [address_of(ctypes_resize), address_of(ctypes_memcopy)]
+    return np.concatenate([libwebp.function_table(), np.array(extra, dtype=np.int64)])
+
+
+@_njit
+def resize_into(fns, source: np.ndarray, r0: int, r1: int, c0: int, c1: int, out: np.ndarray):
+    """OpenCV resize of ``source[r0:r1, c0:c1]`` (uint8 [h, w, 3]) into ``out`` (ffcv's)."""
+    _call_resize(fns[FN_RESIZE], 0, source.ctypes.data, source.shape[0], source.shape[1],
+                 r0, r1, c0, c1, out.ctypes.data, out.shape[0], out.shape[1])  # fmt: skip
+
+
+@_njit
+def read_words(fns, address: int) -> tuple[int, int]:
+    """The two int64 at ``address`` (a decoder's control array: epoch, failures)."""
+    pair = np.zeros(2, dtype=np.int64)
+    _call_memcpy(fns[FN_MEMCPY], address, pair.ctypes.data, 16)
+    return pair[0], pair[1]
+
+
+@_njit
+def crop_rows(fns, flags_address: int, sample_ids, T, use_row) -> None:
+    """Row 1 of the settings for a one-frame sample the image flags (a uint8 per sample at
+    ``flags_address``; 0: none given) mark as a video, else row 0."""
+    byte = np.zeros(1, dtype=np.uint8)
+    for i in range(len(sample_ids)):
+        use_row[i] = 0
+        if T[i] == 1 and flags_address != 0:
+            _call_memcpy(fns[FN_MEMCPY], flags_address + sample_ids[i], byte.ctypes.data, 1)
+            use_row[i] = 1 if byte[0] == 0 else 0
+
+
+@_njit
+def add_failures(fns, address: int, count: int) -> None:
+    """control[1] += count (once per batch, outside the parallel loop)."""
+    pair = np.zeros(2, dtype=np.int64)
+    _call_memcpy(fns[FN_MEMCPY], address, pair.ctypes.data, 16)
+    pair[1] += count
+    _call_memcpy(fns[FN_MEMCPY], pair.ctypes.data, address, 16)
+
+
+@_njit
+def frame_range(fns, blob_ptr: int, blob_size: int, f: int) -> tuple[int, int]:
+    """Byte range of frame ``f`` in a sample blob (its uint32 offset table); (0, 0) if bad."""
+    if f < 0 or 4 * (f + 2) > blob_size:
+        return 0, 0
+    pair = np.zeros(2, dtype=np.uint32)
+    _call_memcpy(fns[FN_MEMCPY], blob_ptr + 4 * f, pair.ctypes.data, 8)
+    start, end = np.int64(pair[0]), np.int64(pair[1])
+    if not 0 < start <= end <= blob_size:
+        return 0, 0
+    return start, end
+
+
+@_njit
+def flip_columns(view: np.ndarray) -> None:
+    """Mirror an (H, W, 3) image left-right in place."""
+    W = view.shape[1]
+    for r in range(view.shape[0]):
+        for c in range(W // 2):
+            for ch in range(3):
+                tmp = view[r, c, ch]
+                view[r, c, ch] = view[r, W - 1 - c, ch]
+                view[r, W - 1 - c, ch] = tmp
+
+
+@_njit
+def decode_views(fns, blob_ptr, blob_size, H, W, params, buf, config, out) -> int:
+    """Decode the frames ``params`` asks for and write every view into ``out`` (V, R, R, 3).
+
+    Views are visited in frame order so views sharing a frame are adjacent: that frame is
+    decoded whole once into ``buf``; a frame used by one view only is decoded straight into
+    its crop. Returns the number of views whose frame failed to decode (left black).
+    """
+    V = params.shape[0]
+    order = np.argsort(params[:, 0].copy())
+    whole = -1  # the frame currently decoded whole in buf, if any
+    failed = 0
+    for o in range(V):
+        v = order[o]
+        f = params[v, 0]
+        top, left, h, w = params[v, 1], params[v, 2], params[v, 3], params[v, 4]
+        shared = (o > 0 and params[order[o - 1], 0] == f) or (
+            o + 1 < V and params[order[o + 1], 0] == f
+        )
+        start, end = frame_range(fns, blob_ptr, blob_size, f)
+        if end == 0:
+            ok = 0
+        elif shared:
+            ok = 1
+            if whole != f:
+                ok = libwebp.decode_rgb_into_fn(fns, blob_ptr + start, end - start, buf, H, W)
+                whole = f if ok == 1 else -1
+            if ok == 1:
+                frame = buf[: H * W * 3].reshape(H, W, 3)
+                resize_into(fns, frame, top, top + h, left, left + w, out[v])
+        else:
+            whole = -1
+            ok = libwebp.decode_crop_into_fn(
+                fns, blob_ptr + start, end - start, config, buf, top, left, h, w
+            )
+            if ok == 1:
+                crop = buf[: h * w * 3].reshape(h, w, 3)
+                resize_into(fns, crop, 0, h, 0, w, out[v])
+        if ok != 1:
+            out[v][:] = 0
+            failed += 1
+        elif params[v, 5] == 1:
+            flip_columns(out[v])
+    return failed
+
+
+@njit(nogil=True, fastmath=True, error_model="numpy", cache=True, parallel=True)
+def decode_batch(
+    fns, blob_ptrs, blob_sizes, T, H, W, use_row, sample_ids, seed, epoch, mode, delta, train,
+    settings, all_params, rngs, scratch, configs, destination, failed,
+) -> None:  # fmt: skip
+    """Draw and decode every sample of a batch, in parallel (``failed[i]``: black views).
+
+    ``settings[use_row[i]]`` are sample ``i``'s crop settings (row 1 gives a one-frame
+    video the video crop range, see :class:`~vicmae_data.load.decoder.WebPFramesDecoder`).
+    """
+    for i in prange(len(sample_ids)):
+        params = all_params[i]
+        draw_view_params(seed, epoch, sample_ids[i], T[i], H[i], W[i], mode, delta, train,
+                         settings[use_row[i]], params, rngs[i])  # fmt: skip
+        failed[i] = decode_views(
+            fns, blob_ptrs[i], blob_sizes[i], H[i], W[i], params, scratch[i], configs[i],
+            destination[i],
+        )  # fmt: skip
+
+
+@_njit
+def gather_mapped(batch_indices, metadata, mem_state, ptrs, sizes, T, H, W) -> None:
+    """Blob address, size and frame table of each sample, from a memory-mapped file.
+
+    ``mem_state`` is (whole file as uint8, sorted allocation pointers, their sizes), the
+    state of :class:`~vicmae_data.load.memory.ReadOnlyMmapManager`. A pointer that is not an
+    allocation, or runs past the file, gives size 0 (every view black, counted), never a
+    read outside the file.
+    """
+    data, alloc_ptrs, alloc_sizes = mem_state
+    base = data.ctypes.data
+    for i in range(len(batch_indices)):
+        row = metadata[batch_indices[i]]
+        address = np.int64(row["ptr"])
+        k = np.searchsorted(alloc_ptrs, row["ptr"])
+        size = 0
+        if k < len(alloc_ptrs) and alloc_ptrs[k] == row["ptr"] and address < len(data):
+            size = min(np.int64(alloc_sizes[k]), len(data) - address)
+        ptrs[i] = base + address
+        sizes[i] = size
+        T[i] = row["num_frames"]
+        H[i] = row["height"]
+        W[i] = row["width"]
+
+
+@_njit
+def decode_mapped(
+    fns, knobs, batch_indices, metadata, mem_state, settings, destination, scratch, configs,
+    all_params, rngs,
+):  # fmt: skip
+    """One batch from a memory-mapped .beton: gather, read the epoch, decode, count.
+
+    ``knobs`` is int64 [control address, seed, mode, delta, train, image flags address]:
+    an array, not scalars, because numba specialises compiled code on the value of every
+    constant scalar a closure passes in (one cache entry per seed), but not on an array's
+    content.
+    """
+    control, seed, mode, delta, train = knobs[0], knobs[1], knobs[2], knobs[3], knobs[4] != 0
+    n = len(batch_indices)
+    ptrs = np.zeros(n, dtype=np.int64)
+    sizes = np.zeros(n, dtype=np.int64)
+    T = np.zeros(n, dtype=np.int64)
+    H = np.zeros(n, dtype=np.int64)
+    W = np.zeros(n, dtype=np.int64)
+    gather_mapped(batch_indices, metadata, mem_state, ptrs, sizes, T, H, W)
+    use_row = np.zeros(n, dtype=np.int64)
+    crop_rows(fns, knobs[5], batch_indices, T, use_row)
+    epoch = read_words(fns, control)[0]
+    failed = np.zeros(n, dtype=np.int64)
+    decode_batch(fns, ptrs, sizes, T, H, W, use_row, batch_indices, seed, epoch, mode, delta,
+                 train, settings, all_params, rngs, scratch, configs, destination,
+                 failed)  # fmt: skip
+    total = failed.sum()
+    if total > 0:
+        add_failures(fns, control, total)
+    return destination[:n]
