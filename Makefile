@@ -40,11 +40,12 @@ lint: install
 demo: install
 	@bash scripts/demo.sh
 
+# Options pass through: make bench-loader ARGS="--workers 1,4,8,16"
 bench-loader: install
-	$(PY) benchmarks/bench_loader.py
+	$(PY) benchmarks/bench_loader.py $(ARGS)
 
 bench-convert: install
-	$(PY) benchmarks/bench_convert.py
+	$(PY) benchmarks/bench_convert.py $(ARGS)
 
 # Needs a CUDA GPU: ViT-B/16 pretraining throughput, MFU and peak memory.
 bench-train-gpu: install

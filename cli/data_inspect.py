@@ -64,7 +64,25 @@ def _info_table(s: BetonInfo) -> Table:
         f"{s.height_min}-{s.height_max} x {s.width_min}-{s.width_max}  (most common {h} x {w})",
     )
     table.add_row("bytes per frame", _size(s.bytes_per_frame))
-    table.add_row("file size", f"{_size(s.file_bytes)}  (page size {_size(s.page_size)})")
+    padding = 100 * s.padding_bytes / max(s.file_bytes, 1)
+    table.add_row(
+        "file size",
+        f"{_size(s.file_bytes)}: {_size(s.stored_bytes)} stored, {_size(s.table_bytes)} "
+        f"tables, {_size(s.padding_bytes)} padding ({padding:.1f}%); page size "
+        f"{_size(s.page_size)}",
+    )
+    if s.source_known:
+        estimated = " (estimated)" if s.meta_sampled or s.source_known < s.samples else ""
+        table.add_row(
+            "source size",
+            f"{_size(s.source_bytes)}{estimated}; the .beton is "
+            f"{s.file_bytes / max(s.source_bytes, 1):.2f}x the source"
+            + (f" ({s.source_known:,} of {s.samples:,} samples)" if estimated else ""),
+        )
+    else:
+        table.add_row("source size", "not recorded (converted before vicmae stored it)")
+    if s.damaged:
+        table.add_row("damaged samples", f"{s.damaged:,} (`vicmae-data verify` names them)")
     sampled = f"  (from {s.meta_read:,} samples)" if s.meta_sampled else ""
     datasets = ", ".join(f"{shown(k)}: {v:,}" for k, v in s.datasets.items())
     table.add_row("datasets", datasets + sampled)

@@ -32,10 +32,16 @@ class ConvertProgressView:
         self.phase = ""
         self.base: tuple[float, int, int] | None = None  # (elapsed, done, frames) at start
         self.last_line = 0.0
+        self.projected = False
+
+    # After this many items (or seconds) of this run, the projected size of the whole file
+    # is printed once, so that a user can stop before filling a disk.
+    PROJECT_AFTER_ITEMS, PROJECT_AFTER_S = 20, 60.0
 
     def update(self, p) -> None:
         if (p.phase, p.out) != self.phase:
             self._new_phase(p)
+        self._project(p)
         assert self.base is not None
         # Rates count only this run's work, not the items resumed from the cache.
         seconds = max(p.elapsed - self.base[0], 1e-9)
@@ -65,6 +71,22 @@ class ConvertProgressView:
                 highlight=False,
                 soft_wrap=True,
             )
+
+    def _project(self, p) -> None:
+        assert self.base is not None
+        size = p.projected_bytes
+        ran = p.done - self.base[1]
+        ready = ran >= self.PROJECT_AFTER_ITEMS or p.elapsed - self.base[0] >= self.PROJECT_AFTER_S
+        if self.projected or size is None or not (ready or p.done >= p.total):
+            return
+        self.projected = True
+        line = (
+            f"projected size of the .beton for all {p.total:,} items: ~{size / 2**30:.2f} GiB "
+            f"(frames; from the first {p.done - p.skipped:,} converted)"
+        )
+        (self.bar.console if self.bar is not None else self.console).print(
+            line, highlight=False, soft_wrap=True
+        )
 
     def _new_phase(self, p) -> None:
         self.stop()

@@ -12,6 +12,13 @@ The class list (label -> name) of the whole dataset is stored in the file's mani
 (:mod:`vicmae_data.format.manifest`); for files written before manifests it is rebuilt
 from the ``class_name`` of the samples. :class:`BetonFile` reads the tables with NumPy
 (:mod:`vicmae_data.format.tables`), not ffcv, so inspecting a file starts at once.
+
+It checks the tables before anything touches the data: a header, field table or
+allocation table that does not hold together with the file's size is a
+:class:`BetonError` naming what is wrong; a sample whose table row points outside its
+allocation, or holds an impossible frame count or size, is listed by
+:meth:`BetonFile.damaged_rows` (the loader leaves it out, ``verify`` names it, reading it
+is a :class:`BetonError`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 import os
 import zlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +37,11 @@ from vicmae_data.format.frame_blob import FrameList, packed_size, unpack_frames
 from vicmae_data.format.manifest import Manifest, read_manifest
 from vicmae_data.format.tables import TableError, read_tables
 
+MAX_WEBP_SIDE = 16383  # libwebp's largest picture side
+
 
 class BetonError(ValueError):
-    """The file is missing, not a .beton, or not one vicmae wrote."""
+    """The file is missing, not a .beton, not one vicmae wrote, or damaged."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +85,11 @@ class BetonFile:
             raise BetonError(f"{self.path}: no such file")
         try:
             self.tables = read_tables(self.path)
+            allocations = self.tables.checked_allocations()
         except (TableError, OSError) as exc:
             raise BetonError(f"{self.path}: not a readable .beton file ({exc})") from None
+        self._alloc_ptrs = np.asarray(allocations["ptr"])
+        self._alloc_sizes = np.asarray(allocations["size"])
         self._data = np.memmap(self.path, dtype=np.uint8, mode="r")
         self._columns = {name: self.tables.column(name) for name in self.tables.field_names}
         self._by_source: dict[str, int] | None = None
@@ -91,6 +104,63 @@ class BetonFile:
     @property
     def page_size(self) -> int:
         return self.tables.page_size
+
+    @property
+    def file_bytes(self) -> int:
+        return self.tables.file_bytes
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of every allocation (frame blobs and JSON metas)."""
+        return int(self._alloc_sizes.sum())
+
+    @property
+    def table_bytes(self) -> int:
+        """Header, field descriptors, metadata table, manifest and allocation table."""
+        tables = self.tables.data_start + (self.file_bytes - self.tables.data_end)
+        if self.manifest is not None and len(self._alloc_ptrs):
+            # The manifest (and its alignment) sits after the last allocation.
+            tables += self.tables.data_end - int((self._alloc_ptrs + self._alloc_sizes).max())
+        return tables
+
+    def _allocated(self, ptr: np.ndarray, size: np.ndarray) -> np.ndarray:
+        """Whether each (ptr, size) lies in the allocation that starts at ptr."""
+        if len(self._alloc_ptrs) == 0:
+            return np.zeros(len(ptr), dtype=bool)
+        k = np.minimum(np.searchsorted(self._alloc_ptrs, ptr), len(self._alloc_ptrs) - 1)
+        return (self._alloc_ptrs[k] == ptr) & (size <= self._alloc_sizes[k])
+
+    @cached_property
+    def _damage(self) -> dict[int, str]:
+        rows, metas = self.frames_meta, self._column("meta")
+        T = rows["num_frames"].astype(np.int64)
+        H, W = rows["height"], rows["width"]
+        checks = [
+            (~self._allocated(rows["ptr"], rows["size"]),
+             "its frame blob is not where the allocation table says"),
+            (T < 1, "it has no frames"),
+            (rows["size"] < 4 * (T + 1), "its frame table is larger than its blob"),
+            ((H < 1) | (H > MAX_WEBP_SIDE) | (W < 1) | (W > MAX_WEBP_SIDE),
+             "its frame size is impossible"),
+            (~self._allocated(metas["ptr"], metas["size"]),
+             "its JSON meta is not where the allocation table says"),
+        ]  # fmt: skip
+        damage: dict[int, str] = {}
+        for bad, reason in reversed(checks):  # the first check's reason wins
+            for i in np.flatnonzero(bad).tolist():
+                damage[i] = reason
+        return dict(sorted(damage.items()))
+
+    def damaged_rows(self) -> dict[int, str]:
+        """Samples whose table row cannot be read safely: index -> reason."""
+        return self._damage
+
+    def _check(self, index: int) -> None:
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        reason = self._damage.get(index)
+        if reason is not None:
+            raise BetonError(f"{self.path}: sample {index} is damaged: {reason}")
 
     @property
     def manifest(self) -> Manifest | None:
@@ -113,27 +183,38 @@ class BetonFile:
 
     def blob(self, index: int) -> np.ndarray:
         """Sample ``index``'s frame blob as stored (offset table, then the WebP frames)."""
+        self._check(index)
         row = self.frames_meta[index]
         return self._data[int(row["ptr"]) : int(row["ptr"]) + int(row["size"])]
 
     def frame_bytes(self, index: int) -> list[bytes]:
         """The WebP bytes of every frame of sample ``index``."""
-        return unpack_frames(self.blob(index), int(self.frames_meta[index]["num_frames"]))
+        try:
+            return unpack_frames(self.blob(index), int(self.frames_meta[index]["num_frames"]))
+        except ValueError as exc:
+            raise BetonError(f"{self.path}: sample {index}: {exc}") from None
 
     def checksum_ok(self, index: int) -> bool:
         """Whether sample ``index``'s frame blob still has the CRC32 it was written with."""
         return zlib.crc32(self.blob(index)) == int(self.frames_meta[index]["crc32"])
 
     def meta(self, index: int) -> dict[str, Any]:
+        """Sample ``index``'s JSON meta (:class:`BetonError` when it is not readable JSON)."""
+        self._check(index)
         row = self._column("meta")[index]
         raw = bytes(self._data[int(row["ptr"]) : int(row["ptr"]) + int(row["size"])])
         # ffcv's JSONField stores UTF-8 JSON followed by a NUL byte.
-        return json.loads(raw.split(b"\0", 1)[0].decode("utf-8"))
+        try:
+            value = json.loads(raw.split(b"\0", 1)[0].decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BetonError(f"{self.path}: sample {index}: unreadable meta ({exc})") from None
+        if not isinstance(value, dict):
+            raise BetonError(f"{self.path}: sample {index}: its meta is not a JSON object")
+        return value
 
     def sample(self, index: int) -> Sample:
         """Sample ``index`` as written (frames still WebP-encoded)."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        self._check(index)
         row = self.frames_meta[index]
         frames = FrameList(self.frame_bytes(index), int(row["height"]), int(row["width"]))
         return Sample(frames, int(self.labels[index]), self.meta(index))
@@ -147,7 +228,8 @@ class BetonFile:
         if self._by_source is None:
             self._by_source = {}
             for i in range(len(self)):
-                self._by_source.setdefault(str(self.meta(i).get("source", "")), i)
+                if i not in self._damage:
+                    self._by_source.setdefault(str(self.meta(i).get("source", "")), i)
         try:
             return self._by_source[source]
         except KeyError:
@@ -168,6 +250,6 @@ class BetonFile:
         names: dict[int, str] = {}
         for i in range(len(self)):
             label = int(self.labels[i])
-            if label not in names:
+            if label not in names and i not in self._damage:
                 names[label] = str(self.meta(i).get("class_name", label))
         return dict(sorted(names.items()))

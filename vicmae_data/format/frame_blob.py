@@ -48,10 +48,13 @@ def pack_frames(frames: Sequence[bytes]) -> np.ndarray:
 
 
 def unpack_frames(blob: np.ndarray, num_frames: int) -> list[bytes]:
-    """The inverse of :func:`pack_frames`."""
-    offsets = np.frombuffer(
-        blob[: OFFSET_DTYPE.itemsize * (num_frames + 1)].tobytes(), OFFSET_DTYPE
-    )
+    """The inverse of :func:`pack_frames`; ``ValueError`` when the offset table is damaged."""
+    header = OFFSET_DTYPE.itemsize * (num_frames + 1)
+    if num_frames < 1 or len(blob) < header:
+        raise ValueError(f"a blob of {len(blob)} bytes cannot hold {num_frames} frames")
+    offsets = np.frombuffer(blob[:header].tobytes(), OFFSET_DTYPE).astype(np.int64)
+    if offsets[0] != header or (np.diff(offsets) < 0).any() or offsets[-1] > len(blob):
+        raise ValueError("its frame offset table is damaged")
     return [blob[offsets[t] : offsets[t + 1]].tobytes() for t in range(num_frames)]
 
 

@@ -85,10 +85,34 @@ class Tables:
         """The metadata column of field ``name`` (``frames``, ``label`` or ``meta``)."""
         return self.metadata[f"f{self.field_names.index(name)}"]
 
+    @property
+    def data_start(self) -> int:
+        """First byte after the metadata table."""
+        return HEADER.itemsize + self.descriptors.nbytes + self.metadata.nbytes
+
+    @property
+    def data_end(self) -> int:
+        """Where the allocation table starts."""
+        return int(self.header["alloc_table_ptr"])
+
     def alloc_table(self) -> np.ndarray:
         """Every allocation (sample id, pointer, size), read on demand."""
-        ptr = int(self.header["alloc_table_ptr"])
-        return np.fromfile(self.path, dtype=ALLOC, offset=ptr)
+        return np.fromfile(self.path, dtype=ALLOC, offset=self.data_end)
+
+    def checked_allocations(self) -> np.ndarray:
+        """The allocation table, sorted by pointer, after checking every entry lies in the
+        data region; :class:`TableError` otherwise (a damaged table, a file cut short)."""
+        table = self.alloc_table()
+        ptr, size = table["ptr"], table["size"]
+        lo, hi = np.uint64(self.data_start), np.uint64(self.data_end)
+        outside = (ptr < lo) | (ptr > hi)
+        outside |= size > np.where(outside, np.uint64(0), hi - np.minimum(ptr, hi))
+        if outside.any():
+            raise TableError(
+                f"allocation table entry {int(np.argmax(outside))} (of {int(outside.sum())} "
+                "such) points outside the data: the file was cut short or damaged"
+            )
+        return table[np.argsort(ptr, kind="stable")]
 
 
 def read_tables(path: str | os.PathLike) -> Tables:
@@ -111,6 +135,11 @@ def read_tables(path: str | os.PathLike) -> Tables:
     table_ptr = int(header["alloc_table_ptr"])
     if not tables_end <= table_ptr <= size:
         raise TableError(f"allocation table pointer {table_ptr} is outside the file")
+    if (size - table_ptr) % ALLOC.itemsize:
+        raise TableError("the allocation table is not whole: the file was cut short or damaged")
+    page = int(header["page_size"])
+    if page < 1 or page & (page - 1):
+        raise TableError(f"page size {page} is not a power of two")
     descriptors = np.fromfile(path, dtype=FIELD_DESC, count=num_fields, offset=HEADER.itemsize)
     tables = Tables(path, header, descriptors, np.empty(0, METADATA), size)
     want = [(name, type_id) for name, type_id, _ in FIELDS]

@@ -51,6 +51,16 @@ class BetonInfo:
     meta_read: int = field(default=0)
     class_titles: dict[int, str] = field(default_factory=dict)  # readable names, if shipped
     classes_used: int = 0  # labels at least one sample has
+    stored_bytes: int = 0  # frame blobs and JSON metas
+    table_bytes: int = 0  # header, field descriptors, metadata, manifest, allocation table
+    source_bytes: int = 0  # the source files' sizes (estimated when meta_sampled)
+    source_known: int = 0  # samples whose meta holds their source's size
+    damaged: int = 0  # samples whose table row is damaged (`verify` names them)
+
+    @property
+    def padding_bytes(self) -> int:
+        """File bytes that hold nothing: gaps between pages' allocations."""
+        return self.file_bytes - self.stored_bytes - self.table_bytes
 
     @property
     def meta_sampled(self) -> bool:
@@ -65,6 +75,7 @@ class BetonInfo:
         d["class_counts"] = {str(k): v for k, v in self.class_counts.items()}
         d["common_resolution"] = list(self.common_resolution)
         d["meta_sampled"] = self.meta_sampled
+        d["padding_bytes"] = self.padding_bytes
         return d
 
 
@@ -87,11 +98,15 @@ def info(path: str | os.PathLike, *, exact_limit: int = EXACT_META_LIMIT) -> Bet
         summary.samples, summary.frames_median, summary.bytes_per_frame
     """
     beton = BetonFile(path)
-    n = len(beton)
-    rows = beton.frames_meta
-    labels = np.asarray(beton.labels, dtype=np.int64)
-    if n == 0:
+    if len(beton) == 0:
         raise BetonError(f"{beton.path}: the file holds no samples")
+    damaged = beton.damaged_rows()
+    good = np.setdiff1d(np.arange(len(beton)), np.fromiter(damaged, dtype=np.int64))
+    if len(good) == 0:
+        raise BetonError(f"{beton.path}: every sample's table row is damaged")
+    n = len(good)  # the statistics below are over the readable samples
+    rows = beton.frames_meta[good]
+    labels = np.asarray(beton.labels, dtype=np.int64)[good]
     num_frames = np.asarray(rows["num_frames"], dtype=np.int64)
     heights = np.asarray(rows["height"], dtype=np.int64)
     widths = np.asarray(rows["width"], dtype=np.int64)
@@ -105,11 +120,21 @@ def info(path: str | os.PathLike, *, exact_limit: int = EXACT_META_LIMIT) -> Bet
     datasets: Counter[str] = Counter()
     partial = 0
     meta_idx = _meta_indices(labels, exact_limit)
+    source_bytes = source_known = 0
     for i in meta_idx:
-        meta = beton.meta(int(i))
+        try:
+            meta = beton.meta(int(good[i]))
+        except BetonError:
+            continue  # an unreadable meta: `verify` names it
         names.setdefault(int(labels[i]), str(meta.get("class_name", int(labels[i]))))
         datasets[str(meta.get("dataset", "?"))] += 1
         partial += bool(meta.get("partial", False))
+        if isinstance(meta.get("source_bytes"), int):
+            source_bytes += meta["source_bytes"]
+            source_known += 1
+    if len(meta_idx) < n:  # a sampled estimate, scaled to every sample
+        source_bytes = round(source_bytes * n / len(meta_idx))
+        source_known = round(source_known * n / len(meta_idx))
 
     manifest = beton.manifest
     titles: dict[int, str] = {}
@@ -117,13 +142,13 @@ def info(path: str | os.PathLike, *, exact_limit: int = EXACT_META_LIMIT) -> Bet
         names = {int(k): manifest.classes[int(k)] for k in uniq if int(k) < manifest.num_classes}
         if manifest.titles:
             titles = {k: manifest.titles[k] for k in names if manifest.titles[k]}
-        images = int(manifest.image_flags(n).sum())
+        images = int(manifest.image_flags(len(beton))[good].sum())
     else:  # a file from before manifests: a one-frame sample is taken for an image
         images = int((num_frames == 1).sum())
     res = Counter(zip(heights.tolist(), widths.tolist(), strict=True)).most_common(1)[0][0]
     return BetonInfo(
         path=str(beton.path),
-        file_bytes=beton.path.stat().st_size,
+        file_bytes=beton.file_bytes,
         page_size=beton.page_size,
         samples=n,
         num_classes=manifest.num_classes if manifest is not None else len(uniq),
@@ -147,6 +172,11 @@ def info(path: str | os.PathLike, *, exact_limit: int = EXACT_META_LIMIT) -> Bet
         meta_read=len(meta_idx),
         class_titles=titles,
         classes_used=len(uniq),
+        stored_bytes=beton.stored_bytes,
+        table_bytes=beton.table_bytes,
+        source_bytes=source_bytes,
+        source_known=source_known,
+        damaged=len(damaged),
     )
 
 

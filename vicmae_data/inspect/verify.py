@@ -1,13 +1,22 @@
-"""`vicmae-data verify`: decode every frame of every sample and check it against the tables."""
+"""`vicmae-data verify`: check every structure of a .beton and decode every frame.
+
+In order: the header, field table and allocation table against the file's size (a file
+cut short or with a damaged table stops here, :class:`~vicmae_data.format.beton.BetonError`);
+every sample's table row against the allocation table; every frame decoded and its size
+checked; every frame blob against its CRC32; every label against the class names (a label
+outside the ``num_classes`` its meta states, or a class name whose samples carry another
+label).
+"""
 
 from __future__ import annotations
 
 import os
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from vicmae_data.format.beton import BetonFile
+from vicmae_data.format.beton import BetonError, BetonFile
 from vicmae_data.inspect.read import decode_frame
 
 OFFSET_BYTES = 4  # one uint32 per entry of a sample's frame offset table
@@ -49,6 +58,9 @@ def _webp_container_problem(data: bytes) -> str | None:
 def check_sample(beton: BetonFile, index: int) -> tuple[int, BadSample | None]:
     """Decode every frame of sample ``index``; ``(frames seen, problem or None)``."""
     source = "?"
+    damage = beton.damaged_rows().get(index)
+    if damage is not None:
+        return 0, BadSample(index, source, f"damaged table row: {damage}")
     try:
         meta = beton.meta(index)
         source = str(meta.get("source", "?"))
@@ -137,5 +149,46 @@ def verify(
                 results.extend(part)
                 if progress is not None:
                     progress(len(part))
-    bad = tuple(b for _, b in results if b is not None)
+    found = {b.index: b for _, b in results if b is not None}
+    for b in label_problems(beton):
+        found.setdefault(b.index, b)
+    bad = tuple(found[i] for i in sorted(found))
     return VerifyReport(str(beton.path), n, sum(k for k, _ in results), bad)
+
+
+def label_problems(beton: BetonFile) -> list[BadSample]:
+    """Labels that disagree with the class names the samples carry.
+
+    A label below 0, or not below the ``num_classes`` the sample's meta states (its
+    ``orig_label`` after a merge offset it); or a label other than the one most samples of
+    its ``class_name`` carry. (The labels sit outside the frames' CRC32.)
+    """
+    labels = beton.labels
+    damaged = beton.damaged_rows()
+    rows = []
+    by_name: dict[str, Counter] = defaultdict(Counter)
+    for i in range(len(beton)):
+        if i in damaged:
+            continue
+        try:
+            meta = beton.meta(i)
+        except BetonError:
+            continue  # reported by the sample's own check
+        label, name = int(labels[i]), meta.get("class_name")
+        rows.append((i, label, meta))
+        if name is not None:
+            by_name[str(name)][label] += 1
+    bad = []
+    for i, label, meta in rows:
+        source = str(meta.get("source", "?"))
+        own = meta.get("orig_label", label)
+        classes = meta.get("num_classes")
+        name = meta.get("class_name")
+        if label < 0 or (isinstance(classes, int) and isinstance(own, int) and own >= classes):
+            bad.append(BadSample(i, source, f"label {label} is outside the {classes} classes"))
+        elif name is not None:
+            right, count = by_name[str(name)].most_common(1)[0]
+            if label != right:
+                reason = f"label {label}, but class {name!r} is label {right} in {count} samples"
+                bad.append(BadSample(i, source, reason))
+    return bad

@@ -146,7 +146,8 @@ def make_loader(
     loaders, decoders, image_flags = [], [], []
     for i, ((path, _), size) in enumerate(zip(specs, sizes, strict=True)):
         file_seed = seed + 1_000_003 * i
-        flags = BetonFile(path).image_flags()  # a one-frame video stays a video
+        beton = BetonFile(path)  # checks the tables before compiled code reads the file
+        flags = beton.image_flags()  # a one-frame video stays a video
         image_flags.append(torch.from_numpy(flags))
         decoder = WebPFramesDecoder(
             num_views=num_views,
@@ -171,6 +172,7 @@ def make_loader(
         def block_shuffle(ffcv_loader, file_seed=file_seed):
             return BlockShuffleOrder(ffcv_loader, rank=rank, world_size=world_size, seed=file_seed)
 
+        good = _readable_samples(beton)
         try:
             loader = FileLoader(
                 path,
@@ -184,6 +186,7 @@ def make_loader(
                 custom_fields=custom_fields(),
                 drop_last=drop_last,
                 batches_ahead=batches_ahead,
+                indices=good,
             )
         except (AssertionError, ValueError, IndexError) as exc:
             raise BetonError(f"{path}: cannot load ({exc})") from None
@@ -198,6 +201,30 @@ def make_loader(
         label_offsets=offsets,
         image_flags=image_flags,
     )
+
+
+def _readable_samples(beton: BetonFile) -> np.ndarray | None:
+    """Check the file's tables before compiled code reads it; the samples that are safe.
+
+    A damaged header, field table or allocation table is a :class:`BetonError`; samples
+    whose table rows are damaged are left out, with a warning (None: all are fine).
+    """
+    damaged = beton.damaged_rows()
+    path = beton.path
+    if not damaged:
+        return None
+    first, reason = next(iter(damaged.items()))
+    k = len(damaged)
+    warnings.warn(
+        f"{path}: {k} sample{'s' if k > 1 else ''} left out, "
+        f"{'their table rows are' if k > 1 else 'its table row is'} damaged (sample "
+        f"{first}: {reason}); `vicmae-data verify {path}` lists them",
+        stacklevel=3,
+    )
+    good = np.setdiff1d(np.arange(len(beton)), np.fromiter(damaged, dtype=np.int64))
+    if len(good) == 0:
+        raise BetonError(f"{path}: every sample's table row is damaged")
+    return good
 
 
 def clamp_workers(num_workers: int) -> int:
@@ -240,7 +267,7 @@ def _check_batch_fits(
     """A batch larger than what a rank holds: say so, and which batch size would fit."""
     if all(len(ld) > 0 for ld in loaders):
         return
-    per_rank = [-(-int(ld.reader.num_samples) // world_size) for ld in loaders]
+    per_rank = [-(-len(ld.indices) // world_size) for ld in loaders]
     fits = next(
         (
             b

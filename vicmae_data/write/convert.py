@@ -98,6 +98,14 @@ class ConvertProgress:
     elapsed: float  # seconds since start
     out: str = ""  # the file being written ("write" phase)
 
+    @property
+    def projected_bytes(self) -> int | None:
+        """The frame bytes of all ``total`` items, projected from the items finished so far
+        (skipped ones count as skipped); None in the write phase or before any item."""
+        if self.phase != "convert" or self.done - self.skipped < 1:
+            return None
+        return round(self.nbytes * self.total / self.done)
+
 
 def in_shard(source: str, shard: tuple[int, int]) -> bool:
     """Whether an item belongs to shard ``K`` of ``N``: a hash of its source id, modulo N."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -55,12 +56,20 @@ def item_meta(job: Job, result: Any) -> dict[str, Any]:
         "source_fps": round(result.source_fps, 6),
         "source_height": result.source_height,
         "source_width": result.source_width,
+        "source_bytes": _file_size(job.path),  # for `info`'s .beton / source ratio
     }
     if result.partial:
         meta["partial_reason"] = result.partial
     if result.capped:
         meta["capped"] = result.capped
     return meta
+
+
+def _file_size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 def run_job(job: Job) -> dict[str, Any]:
