@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import re
 
 import cv2
 import numpy as np
@@ -153,3 +155,35 @@ def test_libwebp_bindings_full_and_cropped() -> None:
     assert libwebp.get_info(junk, wh) == 0
     assert libwebp.decode_rgb_into(junk, out, 64, 80) == 0
     assert libwebp.decode_crop_into(junk, config, crop, 0, 0, 20, 30) == 0
+
+
+@pytest.mark.slow
+def test_compiled_code_is_cached_on_disk_for_the_next_process(tmp_path):
+    """A fresh numba cache: the first process compiles and saves the kernels (no "cannot
+    cache" warning), the second loads every kernel from disk and compiles none of them."""
+    import subprocess
+    import sys
+
+    beton = tmp_path / "tiny.beton"
+    write_beton(beton, make_samples(8))
+    script = (
+        "import sys, warnings\n"
+        "from numba.core.errors import NumbaWarning\n"
+        "warnings.simplefilter('error', NumbaWarning)\n"
+        "from vicmae_data import make_loader\n"
+        "for b in make_loader(sys.argv[1], 4, num_workers=2, resolution=16): pass\n"
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBA_DEBUG_CACHE="1")
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(beton)], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append(done.stdout + done.stderr)
+    for name in ("decode_mapped", "decode_gathered", "decode_batch", "gather_mapped"):
+        assert re.search(rf"data saved to .*kernels\.{name}-", runs[0]), name
+    # The second process loads the per-batch entry point (its callees are inside it) and
+    # compiles none of the loader's own code.
+    assert re.search(r"data loaded from .*kernels\.decode_mapped-", runs[1])
+    assert not re.search(r"data saved to .*(kernels|decoder|crops|samplers|libwebp)\.", runs[1])

@@ -29,12 +29,10 @@ from numba import njit
 
 from vicmae_data.format.libwebp import CONFIG_WORDS
 from vicmae_data.load.kernels import (
-    add_failures,
-    crop_rows,
-    decode_batch,
+    decode_gathered,
     decode_mapped,
     kernel_table,
-    read_words,
+    sample_arrays,
 )
 from vicmae_data.load.memory import read_mapped
 from vicmae_data.load.samplers import SAMPLING_MODES
@@ -155,13 +153,8 @@ class WebPFramesDecoder(Operation):
         # Another reader (ffcv's process cache): the gathering loop calls its reader.
         def decode(batch_indices, my_storage, metadata, storage_state):
             destination, scratch, configs, all_params, rngs = my_storage
-            n = len(batch_indices)
-            ptrs = np.zeros(n, dtype=np.int64)
-            sizes = np.zeros(n, dtype=np.int64)
-            T = np.zeros(n, dtype=np.int64)
-            H = np.zeros(n, dtype=np.int64)
-            W = np.zeros(n, dtype=np.int64)
-            for i in range(n):
+            ptrs, sizes, T, H, W = sample_arrays(len(batch_indices))
+            for i in range(len(batch_indices)):
                 field = metadata[batch_indices[i]]
                 blob = mem_read(field["ptr"], storage_state)
                 ptrs[i] = blob.ctypes.data
@@ -169,17 +162,8 @@ class WebPFramesDecoder(Operation):
                 T[i] = field["num_frames"]
                 H[i] = field["height"]
                 W[i] = field["width"]
-            use_row = np.zeros(n, dtype=np.int64)
-            crop_rows(fns, knobs[5], batch_indices, T, use_row)
-            epoch = read_words(fns, knobs[0])[0]
-            failed = np.zeros(n, dtype=np.int64)
-            decode_batch(fns, ptrs, sizes, T, H, W, use_row, batch_indices, knobs[1], epoch,
-                         knobs[2], knobs[3], knobs[4] != 0, settings, all_params, rngs,
-                         scratch, configs, destination, failed)  # fmt: skip
-            total = failed.sum()
-            if total > 0:
-                add_failures(fns, knobs[0], total)
-            return destination[:n]
+            return decode_gathered(fns, knobs, batch_indices, ptrs, sizes, T, H, W, settings,
+                                   destination, scratch, configs, all_params, rngs)  # fmt: skip
 
         return decode
 

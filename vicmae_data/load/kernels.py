@@ -205,11 +205,19 @@ def gather_mapped(batch_indices, metadata, mem_state, ptrs, sizes, T, H, W) -> N
 
 
 @_njit
-def decode_mapped(
-    fns, knobs, batch_indices, metadata, mem_state, settings, destination, scratch, configs,
+def sample_arrays(n: int):
+    """Per sample of a batch: blob address, blob size, frame count, height, width."""
+    return (np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.int64))  # fmt: skip
+
+
+@_njit
+def decode_gathered(
+    fns, knobs, batch_indices, ptrs, sizes, T, H, W, settings, destination, scratch, configs,
     all_params, rngs,
 ):  # fmt: skip
-    """One batch from a memory-mapped .beton: gather, read the epoch, decode, count.
+    """One batch whose blobs are gathered: read the epoch, decode, count failures.
 
     ``knobs`` is int64 [control address, seed, mode, delta, train, image flags address]:
     an array, not scalars, because numba specialises compiled code on the value of every
@@ -218,12 +226,6 @@ def decode_mapped(
     """
     control, seed, mode, delta, train = knobs[0], knobs[1], knobs[2], knobs[3], knobs[4] != 0
     n = len(batch_indices)
-    ptrs = np.zeros(n, dtype=np.int64)
-    sizes = np.zeros(n, dtype=np.int64)
-    T = np.zeros(n, dtype=np.int64)
-    H = np.zeros(n, dtype=np.int64)
-    W = np.zeros(n, dtype=np.int64)
-    gather_mapped(batch_indices, metadata, mem_state, ptrs, sizes, T, H, W)
     use_row = np.zeros(n, dtype=np.int64)
     crop_rows(fns, knobs[5], batch_indices, T, use_row)
     epoch = read_words(fns, control)[0]
@@ -235,3 +237,15 @@ def decode_mapped(
     if total > 0:
         add_failures(fns, control, total)
     return destination[:n]
+
+
+@_njit
+def decode_mapped(
+    fns, knobs, batch_indices, metadata, mem_state, settings, destination, scratch, configs,
+    all_params, rngs,
+):  # fmt: skip
+    """One batch from a memory-mapped .beton (:func:`gather_mapped`, then decode)."""
+    ptrs, sizes, T, H, W = sample_arrays(len(batch_indices))
+    gather_mapped(batch_indices, metadata, mem_state, ptrs, sizes, T, H, W)
+    return decode_gathered(fns, knobs, batch_indices, ptrs, sizes, T, H, W, settings,
+                           destination, scratch, configs, all_params, rngs)  # fmt: skip
