@@ -15,6 +15,11 @@ Measures, in one run on one machine:
   the default ``--method`` is chosen from; also Pillow's WebP encoder against the
   ``webp`` package's, and swscale's resize against Pillow's.
 
+- the storage table (:mod:`storage`): quality x frame rate x short side -> bytes per frame,
+  .beton / source bytes, PSNR against the source resized alike, conversion frames/s and
+  loader videos/s, on generated footage that is as hard for encoders as camera footage
+  (``--no-storage`` skips it; ``--storage-clips``, ``--storage-seconds`` size it).
+
 Writes ``benchmarks/results/convert.json``. Timings on a shared machine are noisy: rerun.
 """
 
@@ -34,6 +39,7 @@ from pathlib import Path
 import av
 import numpy as np
 from PIL import Image
+from storage import make_footage, print_storage, storage_table
 
 from vicmae_data.synth.media import render_clip, write_video
 from vicmae_data.write.convert import convert
@@ -202,6 +208,10 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY)
     parser.add_argument("--method", type=int, default=DEFAULT_METHOD)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-storage", action="store_true", help="skip the storage table")
+    parser.add_argument("--storage-clips", type=int, default=6)
+    parser.add_argument("--storage-seconds", type=float, default=4.0)
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
     settings = TranscodeSettings(
         short_side=args.short_side, quality=args.quality, method=args.method
@@ -236,6 +246,11 @@ def main() -> None:
         frames = decoded_frames(files, args.short_side, limit=120)
         table = encoder_table(frames, args.quality)
         choices = library_choices(files, frames, settings)
+        storage = None
+        if not args.no_storage:
+            footage = work / "footage"
+            make_footage(footage, args.storage_clips, args.storage_seconds)
+            storage = storage_table(footage, work / "storage", args.workers)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -260,6 +275,7 @@ def main() -> None:
         "frames_over_source_bytes": runs[0]["frame_bytes"] / source_bytes,
         "encoder": table,
         "choices": choices,
+        "storage": storage,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
@@ -297,6 +313,8 @@ def _print(r: dict) -> None:
         "decode+resize frames/s:",
         {k: round(v, 1) for k, v in c["decode_resize_frames_per_s"].items()},
     )
+    if r["storage"]:
+        print_storage(r["storage"])
     print(f"wrote {RESULTS}")
 
 

@@ -27,6 +27,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -263,6 +265,30 @@ def chart(results: dict[str, float | None], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+START_SCRIPT = """
+import sys, time
+start = time.perf_counter()
+from vicmae_data import make_loader
+loader = make_loader(sys.argv[1], 16, num_workers=2)
+next(iter(loader))
+print(time.perf_counter() - start)
+"""
+
+
+def bench_start(beton: str, cache: Path) -> dict[str, float]:
+    """Seconds from a fresh process's imports to its first batch: with numba's cache empty
+    (``cold``: everything compiles) and again with the cache the first one left (``warm``)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    out = {}
+    for name in ("cold", "warm"):
+        done = subprocess.run(
+            [sys.executable, "-c", START_SCRIPT, beton],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        out[name] = float(done.stdout.strip().splitlines()[-1])
+    return out
+
+
 def parse_workers(text: str) -> list[int]:
     """``"2"`` or ``"1,4,8,16"`` -> worker counts."""
     try:
@@ -306,7 +332,12 @@ def run(beton, images, videos, w, b, e, baselines) -> tuple[dict, dict]:
     results["vicmae, memory=process_cache"] = bench_vicmae(beton, b, w, 3 * e, "process_cache")
     if baselines:
         results["PyAV Dataset"] = bench_dataset(videos, "pyav", b, w, e)
-        results["decord Dataset"] = bench_dataset(videos, "decord", b, w, e)
+        try:  # a dev extra: GPU nodes and the offline bundle (make bundle) do not have it
+            import decord  # noqa: F401
+
+            results["decord Dataset"] = bench_dataset(videos, "decord", b, w, e)
+        except ImportError:
+            pass
     results["bound: libwebp 2 full decodes"] = bound
     ours = results["vicmae (ffcv + libwebp)"]
     alone = [results["vicmae (ffcv + libwebp)"], results["vicmae, images alone"]]
@@ -339,6 +370,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2, help="timed epochs; best is kept")
     parser.add_argument("--no-baselines", action="store_true", help="skip PyAV and decord")
+    parser.add_argument(
+        "--start-up",
+        action="store_true",
+        help="also time two fresh processes to their first batch (numba's cache empty, then "
+        "filled)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(1)  # the DataLoader's workers are the parallelism for baselines
@@ -355,6 +392,7 @@ def main() -> None:
             videos = make_videos(tmp / "videos", args.num_videos, args.seconds, args.fps)
         beton = to_beton(videos, tmp / "bench.beton", max(args.workers), args.repeat)
         images = images_beton(beton, tmp / "images.beton")
+        start = bench_start(beton, tmp / "numba-cache") if args.start_up else None
         for w in args.workers:
             results, derived = run(
                 beton, images, videos * args.repeat, w, args.batch_size, args.rounds,
@@ -363,6 +401,10 @@ def main() -> None:
             runs[w] = (results, derived)
 
     notes: dict[str, str] = {}
+    try:
+        import decord  # noqa: F401
+    except ImportError as exc:
+        notes["decord"] = f"not benchmarked: {exc}"
     try:
         import torchcodec  # noqa: F401
 
@@ -382,6 +424,7 @@ def main() -> None:
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "notes": notes,
+        "seconds_to_first_batch": start,
         "targets": {
             "vs_bound >= 0.9": ours / bound >= 0.9,
             "mixed vs videos alone >= 0.9": derived["mixed_vs_videos_alone"] >= 0.9,
@@ -403,6 +446,11 @@ def main() -> None:
         print(
             f"mixed 1:1 / videos alone: {derived['mixed_vs_videos_alone']:.2f}; "
             f"mixed / sum of its parts: {derived['mixed_vs_sum_of_parts']:.2f}"
+        )
+    if start:
+        print(
+            f"fresh process to its first batch: {start['cold']:.1f} s with numba's cache "
+            f"empty, {start['warm']:.1f} s with it filled"
         )
     for k, v in notes.items():
         print(f"{k}: {v}")
