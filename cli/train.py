@@ -1,21 +1,24 @@
 """`vicmae`: pretrain, probe, fine-tune, export and plot.
 
-Every command validates its input, builds a frozen config and calls one library function
-(`vicmae.trainer.pretrain`, `vicmae.linprobe.linprobe`, `vicmae.finetune.finetune`,
-`vicmae.export.export_timm`, `vicmae.plot.plot_run`).
+Every command collects its options, lets the library build the config
+(`vicmae.engine_launch.job_config`: one parser for the three jobs) and calls one library
+function (`vicmae.trainer.pretrain`, `vicmae.linprobe.linprobe`, `vicmae.finetune.finetune`,
+`vicmae.export.export_timm`, `vicmae.plot.plot_run`). Errors are one line; a job stopped by
+SIGTERM/SIGUSR1 saves `last.pt` and exits with status 75 (requeue me).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 
-from vicmae_cli.common import fail, version_option
+from vicmae_cli.common import err_console, fail, version_option
 
 app = typer.Typer(
     name="vicmae",
@@ -25,7 +28,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 train_app = typer.Typer(
-    help="Pretrain, linear-probe or fine-tune.", no_args_is_help=True, add_completion=False
+    help="Pretrain, linear-probe or fine-tune (same options and key=value syntax for all).",
+    no_args_is_help=True,
+    add_completion=False,
 )
 export_app = typer.Typer(
     help="Export a checkpoint's encoder.", no_args_is_help=True, add_completion=False
@@ -35,8 +40,10 @@ app.add_typer(export_app, name="export")
 
 console = Console()
 
-BETON_HELP = "A .beton file; PATH:FRACTION mixes it in at that fraction (repeatable)."
-OVERRIDES_HELP = "Config overrides key=value, e.g. optim.base_lr=1e-4 model.arch=vit_small_patch16"
+ARGS_HELP = (
+    "key=value config overrides, the same dotted keys for every job (e.g. optim.epochs=3 "
+    "run.keep=2); after --resume, a run folder or checkpoint to resume."
+)
 
 
 @app.callback()
@@ -50,8 +57,12 @@ def _setup_logging() -> None:
 
     rank = int(os.environ.get("RANK", "0"))
     if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
         handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False)
-    else:  # logs to a file: one plain line per record, never wrapped
+        # Without a formatter of its own, basicConfig gives the handler "INFO:vicmae:%s".
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:  # a scheduler's log file: one plain line per record, never wrapped
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     logging.basicConfig(
@@ -59,167 +70,228 @@ def _setup_logging() -> None:
     )
 
 
-def _check_betons(betons: list[str]) -> None:
+def _check_betons(items: list[str]) -> None:
     """Fail in one line, before any set-up, on a missing or unreadable .beton."""
-    from vicmae_data.format.beton import BetonError, BetonFile
+    from vicmae.config import parse_beton
+    from vicmae_data import BetonError, BetonFile
 
-    for item in betons:
-        path, _, frac = item.rpartition(":")
-        candidate = path if path and _is_number(frac) else item
-        if not Path(candidate).is_file():
-            fail(f"{candidate}: no such .beton file")
+    for item in items:
+        path, _ = parse_beton(item)
+        if not Path(path).is_file():
+            fail(f"{path}: no such .beton file")
         try:
-            BetonFile(candidate)
+            BetonFile(path)
         except BetonError as exc:
             fail(str(exc))
 
 
-def _eval_overrides(
-    beton: str, val_beton: str, checkpoint: Path | None, out: Path | None
-) -> list[str]:
-    """The linprobe/finetune options as config overrides (after checking the checkpoint)."""
-    if checkpoint is not None and not checkpoint.is_file():
-        fail(f"{checkpoint}: no such checkpoint")
-    extra = [f"train_beton={json.dumps(beton)}", f"val_beton={json.dumps(val_beton)}"]
-    if checkpoint is not None:
-        extra.append(f"checkpoint={json.dumps(str(checkpoint))}")
-    if out is not None:
-        extra.append(f"out={json.dumps(str(out))}")
-    return extra
+# Options every job shares (typed shortcuts map to the config keys in their help).
+CONFIG = typer.Option(
+    None, "--config", "-c", help="A YAML file or a built-in name (`vicmae train configs`)."
+)
+BETON = typer.Option(
+    [], "--beton", "-b", help="Training .beton (data.betons); PATH:FRACTION mixes it in."
+)
+VAL_BETON = typer.Option(None, "--val-beton", help="Validation .beton (data.val_beton).")
+OUT = typer.Option(None, "--out", "-o", help="Run folder (run.out).")
+RESUME = typer.Option(
+    False, "--resume", help="Continue the run in --out (or the run folder / checkpoint given "
+    "as the next argument) with its saved config; other settings are refused."
+)  # fmt: skip
+OVERWRITE = typer.Option(
+    False, "--overwrite", help="Start again in an --out that holds a run (replaces it)."
+)
+ALLOW = typer.Option(
+    False, "--allow-changes", help="With --resume: accept settings that differ from the run's."
+)
+PRINT = typer.Option(
+    False, "--print-config", help="Print the resolved config and exit (reads no data)."
+)
+EPOCHS = typer.Option(None, "--epochs", help="optim.epochs")
+BATCH = typer.Option(None, "--batch-size", help="optim.batch_size (the global batch)")
+BLR = typer.Option(None, "--blr", help="optim.base_lr (lr = blr x batch / 256)")
+ACCUM = typer.Option(None, "--accum", help="optim.accum (forwards per step per device)")
+KEEP = typer.Option(None, "--keep", help="run.keep (epoch checkpoints to keep)")
+ARCH = typer.Option(None, "--arch", help="model.arch, e.g. vit_base_patch16")
+CHECKPOINT = typer.Option(None, "--checkpoint", help="model.checkpoint (from pretraining)")
+ARGS = typer.Argument(None, help=ARGS_HELP, show_default=False)
 
 
-def _is_number(s: str) -> bool:
+def _job(
+    kind: str,
+    run_fn: Callable[..., Any],
+    config: str | None,
+    args: list[str] | None,
+    flags: dict[str, Any],
+    *,
+    resume: bool,
+    overwrite: bool,
+    allow_changes: bool,
+    print_config: bool,
+) -> Any:
+    """Build the config (library), check the data, run; every failure one line."""
+    from vicmae.checkpoint import CheckpointError
+    from vicmae.config import ConfigError, dump_yaml
+    from vicmae.engine import NonFiniteLossError
+    from vicmae.engine_launch import job_config, split_resume_target
+    from vicmae.engine_signals import REQUEUE_EXIT_CODE, StoppedBySignal
+
     try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
-def _load(cls, config: Path | None, overrides: list[str], base: dict | None = None):
-    from vicmae.config import ConfigError, load_config
-
+        overrides, target = split_resume_target(list(args or []), resume)
+        cfg, resume_arg = job_config(
+            kind, config, overrides, flags, resume=resume, resume_target=target
+        )
+    except (ConfigError, CheckpointError) as exc:
+        fail(str(exc))
+    if print_config:
+        typer.echo(dump_yaml(cfg), nl=False)
+        raise typer.Exit(0)
+    if not cfg.data.betons:
+        fail("no .beton given: pass --beton PATH (or data.betons in the config)")
+    val = getattr(cfg.data, "val_beton", None)
+    _check_betons([*cfg.data.betons, *([val] if val else [])])
+    _setup_logging()
     try:
-        return load_config(config, overrides, cls=cls, base=base)
-    except ConfigError as exc:
+        return run_fn(cfg, resume=resume_arg, overwrite=overwrite, allow_changes=allow_changes)
+    except StoppedBySignal as exc:
+        err_console.print(str(exc), highlight=False, soft_wrap=True)
+        raise typer.Exit(REQUEUE_EXIT_CODE) from None
+    except NonFiniteLossError as exc:
+        fail(str(exc), code=1)
+    except (ValueError, FileNotFoundError) as exc:  # ConfigError, CheckpointError included
         fail(str(exc))
 
 
 @train_app.command("pretrain")
 def pretrain_cmd(
-    beton: list[str] = typer.Option([], "--beton", "-b", help=BETON_HELP),
-    config: Path | None = typer.Option(None, "--config", "-c", help="A YAML config file."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (run.out)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/checkpoint.pt."),
-    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    beton: list[str] = BETON,
+    config: str | None = CONFIG,
+    out: Path | None = OUT,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    allow_changes: bool = ALLOW,
+    print_config: bool = PRINT,
+    epochs: int | None = EPOCHS,
+    batch_size: int | None = BATCH,
+    blr: float | None = BLR,
+    accum: int | None = ACCUM,
+    keep: int | None = KEEP,
+    arch: str | None = ARCH,
+    mask_ratio: float | None = typer.Option(None, "--mask-ratio", help="model.mask_ratio"),
+    args: list[str] = ARGS,
 ) -> None:
     """Pretrain ViC-MAE (MAE reconstruction + InfoNCE between two frames of a video).
 
-    Runs on one CPU, one GPU, or several under torchrun. Writes config.yaml,
-    checkpoint.pt, metrics.jsonl and tb/ in the run directory.
+    One CPU, one GPU, or several under torchrun. Writes config.yaml, last.pt (best.pt,
+    epoch_N.pt with --keep), metrics.jsonl and tb/ in the run folder.
 
-    Example: vicmae train pretrain --beton k400.beton --out runs/k400 optim.epochs=400
+    Example: vicmae train pretrain --beton k400.beton --out runs/k400 --epochs 400
     """
-    from vicmae.config import ConfigError, TrainConfig, read_yaml
-    from vicmae.trainer import NonFiniteLossError, pretrain
+    from vicmae.trainer import pretrain
 
-    overrides = list(overrides or [])
-    if beton:
-        _check_betons(beton)
-        overrides.append("data.betons=" + json.dumps(list(beton)))
-    if out is not None:
-        overrides.append(f"run.out={json.dumps(str(out))}")
-    base = None
-    if resume and config is None:
-        # A resumed run keeps the config it started with unless told otherwise.
-        run_dir = out or Path(TrainConfig().run.out)
-        if (run_dir / "config.yaml").is_file():
-            try:
-                base = read_yaml(run_dir / "config.yaml")
-            except ConfigError as exc:
-                fail(str(exc))
-    cfg = _load(TrainConfig, config, overrides, base)
-    if not cfg.data.betons:
-        fail("no .beton given: pass --beton PATH (or data.betons in the config)")
-    _check_betons(list(cfg.data.betons))
-    _setup_logging()
-    try:
-        result = pretrain(cfg, resume=resume)
-    except NonFiniteLossError as exc:
-        fail(str(exc), code=1)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-    console.print(f"done: step {result.step}, checkpoint {result.checkpoint}")
+    flags = dict(betons=beton, out=out, epochs=epochs, batch_size=batch_size, blr=blr,
+                 accum=accum, keep=keep, arch=arch, mask_ratio=mask_ratio)  # fmt: skip
+    result = _job("pretrain", pretrain, config, args, flags, resume=resume, overwrite=overwrite,
+                  allow_changes=allow_changes, print_config=print_config)  # fmt: skip
+    console.print(f"done: step {result.step}, checkpoint {result.checkpoint}", highlight=False)
+
+
+def _print_eval(name: str, result: dict[str, Any]) -> None:
+    parts = [f"top-1 {result['val_top1']:.2f}%"] if "val_top1" in result else []
+    if "val_top5" in result:
+        parts.append(f"top-5 {result['val_top5']:.2f}%")
+    figures = "  ".join(parts) or "no validation set"
+    console.print(f"{name}: {figures}  ({result.get('out', '')})", highlight=False)
 
 
 @train_app.command("linprobe")
 def linprobe_cmd(
-    beton: str = typer.Option(..., "--beton", "-b", help="Training .beton (labels used)."),
-    val_beton: str = typer.Option(..., "--val-beton", help="Validation .beton."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A pretraining checkpoint."),
+    beton: list[str] = BETON,
+    val_beton: str | None = VAL_BETON,
+    checkpoint: Path | None = CHECKPOINT,
     random_init: bool = typer.Option(
-        False, "--random-init", help="Probe a randomly initialised encoder of the same arch."
+        False, "--random-init", help="model.random_init: the same arch, randomly initialised."
     ),
-    config: Path | None = typer.Option(None, "--config", "-c", help="A YAML config file."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Where to write the JSON result."),
-    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    config: str | None = CONFIG,
+    out: Path | None = OUT,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    allow_changes: bool = ALLOW,
+    print_config: bool = PRINT,
+    epochs: int | None = EPOCHS,
+    batch_size: int | None = BATCH,
+    blr: float | None = BLR,
+    accum: int | None = ACCUM,
+    keep: int | None = KEEP,
+    arch: str | None = ARCH,
+    args: list[str] = ARGS,
 ) -> None:
-    """Linear probe: frozen encoder, BatchNorm (no affine) + linear head, SGD (paper Table 7).
+    """Linear probe (paper Table 7): frozen encoder, BatchNorm (no affine) + linear head.
 
-    Prints top-1/top-5 on the validation set and writes them as JSON.
+    SGD, base lr 0.1, batch 4096, 90 epochs, a RandomResizedCrop every epoch; validated
+    every epoch (best.pt). probe.cached=true: the fast probe on cached features.
 
     Example: vicmae train linprobe -b train.beton --val-beton val.beton --checkpoint ckpt.pt
     """
-    from vicmae.config import ConfigError
-    from vicmae.linprobe import LinprobeConfig, linprobe
+    from vicmae.linprobe import linprobe
 
-    overrides = list(overrides or [])
-    _check_betons([beton, val_beton])
-    if checkpoint is None and not random_init:
-        fail("pass --checkpoint CKPT (or --random-init with model.arch=...)")
-    overrides += _eval_overrides(beton, val_beton, checkpoint, out)
-    overrides.append(f"random_init={str(random_init).lower()}")
-    cfg = _load(LinprobeConfig, config, overrides)
-    _setup_logging()
-    try:
-        result = linprobe(cfg)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-    tag = "random init" if random_init else str(checkpoint)
-    console.print(
-        f"linprobe ({tag}): top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%",
-        highlight=False,
-    )
+    flags = dict(betons=beton, val_beton=val_beton, checkpoint=checkpoint,
+                 random_init=random_init, out=out, epochs=epochs, batch_size=batch_size,
+                 blr=blr, accum=accum, keep=keep, arch=arch)  # fmt: skip
+    result = _job("linprobe", linprobe, config, args, flags, resume=resume, overwrite=overwrite,
+                  allow_changes=allow_changes, print_config=print_config)  # fmt: skip
+    tag = "random init" if result["random_init"] else str(result["checkpoint"])
+    _print_eval(f"linprobe ({tag})", result)
 
 
 @train_app.command("finetune")
 def finetune_cmd(
-    beton: str = typer.Option(..., "--beton", "-b", help="Training .beton."),
-    val_beton: str = typer.Option(..., "--val-beton", help="Validation .beton."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A pretraining checkpoint."),
-    config: Path | None = typer.Option(None, "--config", "-c", help="A YAML config file."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory."),
-    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    beton: list[str] = BETON,
+    val_beton: str | None = VAL_BETON,
+    checkpoint: Path | None = CHECKPOINT,
+    config: str | None = CONFIG,
+    out: Path | None = OUT,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    allow_changes: bool = ALLOW,
+    print_config: bool = PRINT,
+    epochs: int | None = EPOCHS,
+    batch_size: int | None = BATCH,
+    blr: float | None = BLR,
+    accum: int | None = ACCUM,
+    keep: int | None = KEEP,
+    arch: str | None = ARCH,
+    args: list[str] = ARGS,
 ) -> None:
-    """Fine-tune end to end: layer-wise lr decay, label smoothing, mixup, drop path (Table 6).
+    """Fine-tune end to end (paper Table 6 with the authors' mixup/cutmix/erasing).
+
+    Layer-wise lr decay, RandAugment, mixup + cutmix, label smoothing, random erasing,
+    drop path; validated every epoch (best.pt).
 
     Example: vicmae train finetune -b train.beton --val-beton val.beton --checkpoint ckpt.pt
     """
-    from vicmae.config import ConfigError
-    from vicmae.finetune import FinetuneConfig, finetune
+    from vicmae.finetune import finetune
 
-    overrides = list(overrides or [])
-    _check_betons([beton, val_beton])
-    overrides += _eval_overrides(beton, val_beton, checkpoint, out)
-    cfg = _load(FinetuneConfig, config, overrides)
-    _setup_logging()
-    try:
-        result = finetune(cfg)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
-    console.print(
-        f"finetune: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%", highlight=False
-    )
+    flags = dict(betons=beton, val_beton=val_beton, checkpoint=checkpoint, out=out,
+                 epochs=epochs, batch_size=batch_size, blr=blr, accum=accum, keep=keep,
+                 arch=arch)  # fmt: skip
+    result = _job("finetune", finetune, config, args, flags, resume=resume, overwrite=overwrite,
+                  allow_changes=allow_changes, print_config=print_config)  # fmt: skip
+    _print_eval("finetune", result)
+
+
+@train_app.command("configs")
+def configs_cmd() -> None:
+    """List the built-in configs (use one with --config NAME).
+
+    Example: vicmae train pretrain --config demo_cpu --print-config
+    """
+    from vicmae.config_io import builtin_configs
+
+    found = builtin_configs()
+    width = max((len(n) for n in found), default=0)
+    for name, about in found.items():
+        console.print(f"{name:<{width}}  {about}", highlight=False, soft_wrap=True)
 
 
 @export_app.command("timm")
@@ -241,7 +313,7 @@ def export_timm_cmd(
     The printed timm.create_model(...) line rebuilds the encoder's features (class token by
     default, --pool mean for the patch mean) at the pretraining size or --img-size.
 
-    Example: vicmae export timm --checkpoint runs/k400/checkpoint.pt --out vit.pth
+    Example: vicmae export timm --checkpoint runs/k400/last.pt --out vit.pth
     """
     from vicmae.export import POOLS, export_timm, timm_create_args, timm_create_call
 
@@ -274,10 +346,12 @@ def export_timm_cmd(
 
 @app.command("plot")
 def plot_cmd(
-    run_dir: Path = typer.Argument(..., help="A run directory (holds metrics.jsonl)."),
+    run_dir: Path = typer.Argument(..., help="A run folder (holds metrics.jsonl)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder for the PNGs."),
 ) -> None:
-    """Draw loss and throughput curves of a run to PNG (RUN_DIR/plots/ by default).
+    """Draw the curves of a pretraining, linear-probe or fine-tuning run to PNG.
+
+    Losses, throughput and (evaluations) validation accuracy; RUN_DIR/plots/ by default.
 
     Example: vicmae plot runs/k400
     """

@@ -94,7 +94,7 @@ def test_resume_refuses_a_pickle_that_runs_code(evil, tmp_path):
     beton = make_tiny_beton(tmp_path / "tiny.beton", n=4)
     run = tmp_path / "run"
     run.mkdir()
-    os.replace(path, run / "checkpoint.pt")
+    os.replace(path, run / "last.pt")
     res = runner.invoke(
         app,
         ["train", "pretrain", "--beton", str(beton), "--out", str(run), "--resume",

@@ -12,7 +12,7 @@ from torch import nn
 
 from vicmae.losses import contrastive_loss
 from vicmae.model import ModelConfig, ViCMAE, patchify, unpatchify
-from vicmae.param_groups import layer_id, param_groups
+from vicmae.param_groups import param_groups
 from vicmae.pos_embed import sincos_2d
 from vicmae.vit import ViTArch, ViTEncoder, vit_arch
 
@@ -319,19 +319,6 @@ def test_param_groups_no_decay_on_norms_biases_tokens() -> None:
     n_all = sum(1 for p in model.parameters() if p.requires_grad)
     assert sum(len(g["params"]) for g in groups) == n_all
     torch.optim.AdamW(groups, lr=1e-3)  # the groups are valid optimizer input
-
-
-def test_layer_id_and_layer_decay_scales() -> None:
-    assert layer_id("encoder.cls_token", 3) == 0
-    assert layer_id("module.encoder.patch_embed.proj.weight", 3) == 0
-    assert layer_id("encoder.blocks.1.mlp.fc1.weight", 3) == 2
-    assert layer_id("encoder.norm.weight", 3) == 3
-    enc = ViTEncoder.from_arch("vit_pico_patch8", img_size=32)
-    groups = param_groups(enc, 0.05, layer_decay=0.5, num_layers=enc.depth + 1)
-    scale = {n: g["lr_scale"] for g in groups for n in g["param_names"]}
-    assert scale["cls_token"] == 0.5**3
-    assert scale["blocks.0.attn.qkv.weight"] == 0.5**2
-    assert scale["norm.weight"] == 1.0
 
 
 def _bicubic_reference(table: torch.Tensor, grid: int, antialias: bool) -> torch.Tensor:

@@ -8,8 +8,8 @@ pickle would call anything (``os.system``, a class constructor, a numpy reconstr
 refused with a one-line :class:`CheckpointError`, never executed. Checkpoints are shared
 and downloaded; there is deliberately no "trusted" fallback to full unpickling.
 
-Writes go to ``NAME.tmp``, are flushed and fsynced, then renamed over ``NAME``: a crash or
-a full disk leaves the previous checkpoint intact.
+Writes go through :func:`vicmae_data.atomic.atomic_open` (a temporary name, fsync, rename):
+a crash or a full disk leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from vicmae_data.atomic import atomic_open
 
 __all__ = [
     "CheckpointError",
@@ -89,24 +91,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     checkpoint under ``path`` is left as it was.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # A Python file object (not a path) so that torch surfaces the OSError (ENOSPC...)
         # instead of its own "unexpected pos" message.
-        with open(tmp, "wb") as f:
+        with atomic_open(path, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        # The rename itself must reach the disk too, or a power cut can lose it.
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     except (OSError, RuntimeError) as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"{path}: cannot save checkpoint ({_os_cause(exc)})") from None
     return path
 

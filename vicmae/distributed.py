@@ -1,10 +1,85 @@
-"""Small torch.distributed helpers: rank, world size, all-gather that passes gradients back."""
+"""torch.distributed for the jobs: joining the group under torchrun, and small collectives.
+
+``setup_distributed`` joins the process group when the job was launched by ``torchrun``
+(``WORLD_SIZE`` set: NCCL on CUDA, gloo on CPU) and otherwise describes one process;
+``gather_with_grad`` is the all-gather that passes gradients back (contrastive negatives).
+"""
 
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the (possibly one-process) job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def check_device(device: str) -> None:
+    """Refuse (ValueError, one line) a device this machine does not have, before any work."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"run.device={device} but no CUDA GPU is usable here "
+                "(torch.cuda.is_available() is False); use run.device=cpu or auto"
+            )
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"run.device={device} but only {torch.cuda.device_count()} GPU(s) are visible"
+            )
+
+
+def setup_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` set), else one process.
+
+    ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; under
+    torchrun each process takes GPU ``LOCAL_RANK``.
+    """
+    check_device(device)
+    want_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if want_cuda:
+        index = int(device.split(":")[1]) if ":" in device and world == 1 else local
+        torch.cuda.set_device(index)
+        dev = torch.device("cuda", index)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def teardown_distributed() -> None:
+    """Leave the process group (at the end of a job), so the process exits cleanly."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in one process)."""
+    if is_distributed():
+        dist.barrier()
 
 
 def is_distributed() -> bool:

@@ -1,230 +1,189 @@
-"""End-to-end fine-tuning (paper appendix, Table 6): the encoder plus a linear head.
+"""End-to-end fine-tuning (paper appendix A, Table 6): the pretrained encoder plus a linear head.
 
-AdamW (0.9, 0.999), layer-wise lr decay (0.65 for B, 0.75 for L: ``layer_decay``), label
-smoothing 0.1, mixup 0.8 (``timm.data.Mixup``), drop path (0.1 B / 0.2 L), warm-up then
-cosine per step, lr = base_lr x batch / 256, RandAugment with 2 ops at magnitude 9
-(torchvision's, drawn per sample on the CPU; timm's magnitude noise of std 0.5 is not
-reproduced) after the loader's random resized crop and flip.
+Through the engine (DDP, bf16, accumulation to the recipe's batch, exact resume, per-epoch
+validation, ``best.pt``/``last.pt``, metrics), with the recipe's pieces taken from timm,
+as the authors' ``image_finetune.py`` does:
 
-Documented gaps and options:
+- per sample, after the loader's RandomResizedCrop and flip: RandAugment
+  ``rand-m9-mstd0.5-inc1`` (timm's ``rand_augment_transform``: 2 ops, magnitude 9 with
+  noise of std 0.5), on the CPU like timm's transform pipeline;
+- on the device: normalisation, RandomErasing (timm's, p 0.25, per-pixel noise), then
+  Mixup 0.8 / CutMix 1.0 switching with p 0.5 and label smoothing 0.1 (timm's ``Mixup``
+  and ``SoftTargetCrossEntropy``);
+- AdamW (0.9, 0.999), weight decay 0.05 except norms, biases, class token and position
+  embeddings, layer-wise lr decay 0.65 (timm's ``param_groups_layer_decay``), drop path
+  0.1, warm-up then cosine per step, lr = base_lr x batch / 256;
+- features from the class token after the final norm (``model.pool=mean``: the patch mean
+  through a fresh LayerNorm, MAE's global pooling); learned position embeddings.
 
-- Multi-view testing (the paper's K temporal clips x 3 spatial crops for video):
-  ``test_views = K`` averages the softmax over K passes of the validation set: pass 0 is
-  the deterministic centre view, passes 1..K-1 draw other frames and crops (the training
-  transform with its own seed, in file order). Spatial 3-crop is not separate from that.
+Validation after every epoch, ``augment.test_views`` passes averaged (see
+:class:`vicmae.engine_eval.ClassifierEval`).
 
 Example::
 
-    result = finetune(FinetuneConfig(train_beton="train.beton", val_beton="val.beton",
-                                     checkpoint="runs/k400/checkpoint.pt", epochs=100))
+    cfg = load_config(None, ["model.checkpoint=runs/k400/last.pt", "data.betons=[train.beton]",
+                             "data.val_beton=val.beton"], cls=FinetuneConfig)
+    result = finetune(cfg)
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812 (torch's convention)
-from torch import nn
+from torch import Tensor, nn
 
-from vicmae.linprobe import _device, accuracy, load_encoder_model
-from vicmae.param_groups import param_groups
+from vicmae.config import AugmentConfig, ConfigError, FinetuneConfig, to_dict
+from vicmae.engine import Job, StepInfo, fit
+from vicmae.engine_ckpt import write_json
+from vicmae.engine_eval import (
+    ClassifierEval,
+    count_classes,
+    encoder_features,
+    load_encoder,
+)
+from vicmae.engine_run import build_optimizer, probe_step, start_run
 from vicmae.schedules import scaled_lr, warmup_cosine
 from vicmae.vit import ViTEncoder
 
-log = logging.getLogger("vicmae")
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Fine-tuning settings (paper Table 6 defaults for ViT-B)."""
-
-    train_beton: str = ""
-    val_beton: str = ""
-    checkpoint: str | None = None
-    arch: str | None = None  # without a checkpoint: train this arch from scratch
-    resolution: int | None = None
-    pool: Literal["mean", "cls"] = "mean"
-    epochs: int = 100
-    warmup_epochs: float = 5.0
-    batch_size: int = 1024
-    base_lr: float = 3e-3  # IN1K ViT-B; K400: 1.6e-3 (Table 6)
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
-    layer_decay: float = 0.65  # 0.75 for ViT-L
-    label_smoothing: float = 0.1
-    mixup: float = 0.8  # mixup alpha; 0 turns mixup off
-    drop_path: float = 0.1  # 0.2 for ViT-L
-    # RandAugment (Table 6: 9 magnitude, 0.5 magnitude std as in timm's rand-m9-mstd0.5);
-    # torchvision's version, on the CPU per sample, without the magnitude noise.
-    randaug_ops: int = 2  # 0 turns it off
-    randaug_magnitude: int = 9
-    test_views: int = 1  # >1: average softmax over several passes of the val set (see above)
-    num_workers: int = 2
-    seed: int = 0
-    device: str = "auto"
-    out: str = "runs/finetune"
-
 
 class Classifier(nn.Module):
-    """ViT encoder -> pooled feature -> LayerNorm -> Linear (MAE's fine-tune head)."""
+    """ViT encoder -> class token (or patch mean + LayerNorm) -> Linear."""
 
-    def __init__(self, encoder: ViTEncoder, num_classes: int, pool: str = "mean") -> None:
+    def __init__(self, encoder: ViTEncoder, num_classes: int, pool: str = "cls") -> None:
         super().__init__()
         self.encoder = encoder
         self.pool = pool
-        self.fc_norm = nn.LayerNorm(encoder.embed_dim, eps=1e-6)
+        # The class token is already normed by the encoder's final norm (timm, the authors'
+        # models_vit.py); the patch mean gets its own norm as MAE's global pooling does.
+        self.fc_norm = nn.LayerNorm(encoder.embed_dim, eps=1e-6) if pool == "mean" else None
         self.head = nn.Linear(encoder.embed_dim, num_classes)
+        # The authors' image_finetune.py: trunc_normal_(head.weight, std=2e-5), bias 0.
         nn.init.trunc_normal_(self.head.weight, std=2e-5)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+    def forward(self, imgs: Tensor) -> Tensor:
         """imgs: (N, 3, H, W) -> logits (N, num_classes)."""
-        x = self.encoder.forward_features(imgs)  # (N, 1+L, D)
-        x = x[:, 1:].mean(dim=1) if self.pool == "mean" else x[:, 0]  # (N, D)
-        return self.head(self.fc_norm(x))
+        x = encoder_features(self.encoder, imgs, self.pool)  # (N, D)
+        return self.head(self.fc_norm(x) if self.fc_norm is not None else x)
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Layers for timm's layer-wise lr decay: embeddings 0, block i at i + 1, and the
+        final norm and head unmatched, hence last (full lr), as MAE's util/lr_decay.py
+        (which the authors' image_finetune.py calls) assigns them."""
+        return {
+            "stem": r"^encoder\.(?:cls_token|pos_embed|patch_embed)",
+            "blocks": [(r"^encoder\.blocks\.(\d+)", None)],
+        }
 
 
-def _loader(
-    beton: str, batch: int, cfg: FinetuneConfig, res: int, *, train: bool, seed: int, eval_: bool
-):
-    from vicmae_data.load.loader import make_loader
+class FinetuneLoss:
+    """RandAugment (CPU, per sample) -> normalise -> RandomErasing -> Mixup/CutMix -> loss."""
 
-    return make_loader(
-        beton, batch, num_workers=cfg.num_workers, num_views=1, resolution=res, seed=seed,
-        drop_last=not eval_, train=train,
-    )  # fmt: skip
+    def __init__(self, aug: AugmentConfig, num_classes: int, res: int, device: torch.device):
+        from timm.data import Mixup, rand_augment_transform
+        from timm.data.random_erasing import RandomErasing
+        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+        from vicmae_data.load.augment import IMAGENET_MEAN
+
+        self.device = device
+        self.randaug = None
+        if aug.randaugment:
+            # hparams as timm's create_transform sets them for this input size.
+            mean = tuple(round(255 * m) for m in IMAGENET_MEAN)
+            hparams = {"translate_const": int(res * 0.45), "img_mean": mean}
+            self.randaug = rand_augment_transform(aug.randaugment, hparams)
+        self.erase = None
+        if aug.reprob > 0:
+            self.erase = RandomErasing(aug.reprob, mode=aug.remode, max_count=1, device=device)
+        self.mixup = None
+        if aug.mixup > 0 or aug.cutmix > 0:
+            self.mixup = Mixup(
+                mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix, prob=aug.mixup_prob,
+                switch_prob=aug.switch_prob, label_smoothing=aug.label_smoothing,
+                num_classes=num_classes,
+            )  # fmt: skip
+            self.criterion: nn.Module = SoftTargetCrossEntropy()  # smoothing is in the targets
+        elif aug.label_smoothing > 0:
+            self.criterion = LabelSmoothingCrossEntropy(aug.label_smoothing)
+        else:
+            self.criterion = nn.CrossEntropyLoss()
+
+    def __call__(self, model: nn.Module, batch: Any, at: StepInfo) -> tuple[Tensor, Tensor]:
+        from vicmae_data import to_model_input
+
+        if self.randaug is not None:
+            batch = batch._replace(views=self._randaugment(batch.views[:, 0])[:, None])
+        x = to_model_input(batch, self.device, image_augment=False)[:, 0]  # (B, 3, H, W)
+        y = batch.labels.to(self.device).long()
+        if self.erase is not None:
+            x = self.erase(x)  # per sample, in place
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)  # y: (B, num_classes) soft targets
+        loss = self.criterion(model(x), y)
+        return loss, loss.detach()[None]
+
+    def _randaugment(self, views: Tensor) -> Tensor:
+        """uint8 (B, 3, H, W) -> the same, each sample through timm's RandAugment (PIL)."""
+        from PIL import Image
+
+        out = []
+        for v in views.cpu():
+            img = Image.fromarray(v.permute(1, 2, 0).numpy())
+            out.append(torch.from_numpy(np.array(self.randaug(img))))  # (H, W, 3)
+        return torch.stack(out).permute(0, 3, 1, 2).contiguous()
 
 
-def randaugment(cfg: FinetuneConfig) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """A function ``uint8 (B, 3, H, W) -> uint8 (B, 3, H, W)`` drawing ops per sample."""
-    if cfg.randaug_ops <= 0:
-        return None
-    from torchvision.transforms import v2
+def finetune(
+    cfg: FinetuneConfig,
+    *,
+    resume: str | Path | bool | None = None,
+    overwrite: bool = False,
+    allow_changes: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune and validate; return (and write as ``RUN/result.json``) the figures."""
+    from timm.optim import param_groups_layer_decay
 
-    op = v2.RandAugment(num_ops=cfg.randaug_ops, magnitude=cfg.randaug_magnitude)
-    # On a batch tensor v2 would apply one draw to every sample; draw per sample instead.
-    return lambda views: torch.stack([op(v) for v in views])
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, cfg: FinetuneConfig, res: int, device: torch.device) -> dict:
-    """Top-1/top-5 on the validation set, softmax averaged over ``cfg.test_views`` passes."""
-    from vicmae_data.load.augment import to_model_input
-
-    model.eval()
-    probs: torch.Tensor | None = None
-    labels: torch.Tensor | None = None
-    for k in range(cfg.test_views):
-        # Pass 0: the centre view; pass k > 0: the training transform's draws for epoch k.
-        # The loader's order is a function of (seed, epoch); rows are put back in file order.
-        loader = _loader(cfg.val_beton, 64, cfg, res, train=k > 0, seed=cfg.seed, eval_=True)
-        loader.set_epoch(k)
-        order = torch.as_tensor(loader.loaders[0].traversal_order.sample_order(k)).long()
-        p_k, y_k = [], []
-        for batch in loader:
-            x = to_model_input(batch, device, image_augment=False)[:, 0]  # (B, 3, H, W)
-            p_k.append(model(x).float().softmax(dim=1).cpu())
-            y_k.append(batch.labels.cpu().long())
-        p, y = torch.cat(p_k), torch.cat(y_k)  # (n, C), (n,) in loader order
-        idx = order[: len(y)]
-        if probs is None:
-            n = int(idx.max()) + 1
-            probs = torch.zeros(n, p.shape[1])
-            labels = torch.full((n,), -1, dtype=torch.long)
-        probs[idx] += p
-        labels[idx] = y
-    assert probs is not None and labels is not None
-    seen = labels >= 0
-    probs, labels = probs[seen], labels[seen]
-    top1, top5 = accuracy(probs, labels.long())
-    return {"top1": top1, "top5": top5, "num_val": len(labels), "test_views": cfg.test_views}
-
-
-def finetune(cfg: FinetuneConfig) -> dict:
-    """Fine-tune, evaluate, and write ``OUT/finetune.json`` and ``OUT/model.pt``."""
-    from timm.data import Mixup
-    from timm.loss import SoftTargetCrossEntropy
-
-    from vicmae.checkpoint import save_checkpoint
-    from vicmae_data.format.beton import BetonFile
-    from vicmae_data.load.augment import to_model_input
-
-    for path in (cfg.train_beton, cfg.val_beton):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such .beton file")
-    torch.manual_seed(cfg.seed)
-    device = _device(cfg.device)
-    vicmae = load_encoder_model(
-        cfg.checkpoint, arch=cfg.arch, img_size=cfg.resolution, drop_path=cfg.drop_path
-    )
-    res = vicmae.cfg.img_size
-    labels = BetonFile(cfg.train_beton).labels
-    num_classes = int(max(labels)) + 1
-    model = Classifier(vicmae.encoder, num_classes, cfg.pool).to(device)
-    del vicmae  # the decoder and projector are not fine-tuned
-
-    depth = len(model.encoder.blocks)
-    groups = param_groups(model, cfg.weight_decay, cfg.layer_decay, num_layers=depth + 1)
-    opt = torch.optim.AdamW(groups, lr=0.0, betas=cfg.betas)
-    loader = _loader(
-        cfg.train_beton, cfg.batch_size, cfg, res, train=True, seed=cfg.seed, eval_=False
-    )
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise ValueError(f"{cfg.train_beton}: fewer samples than one batch of {cfg.batch_size}")
-    lrs = warmup_cosine(
-        scaled_lr(cfg.base_lr, cfg.batch_size), 1e-6, cfg.epochs, steps_per_epoch,
-        cfg.warmup_epochs,
-    )  # fmt: skip
-    mixup = None
-    if cfg.mixup > 0:
-        # Mixup needs an even batch; it folds label smoothing into the soft targets.
-        mixup = Mixup(
-            mixup_alpha=cfg.mixup, cutmix_alpha=0.0, label_smoothing=cfg.label_smoothing,
-            num_classes=num_classes,
+    if not cfg.data.betons:
+        raise ValueError("no training .beton (data.betons is empty)")
+    o, m = cfg.optim, cfg.model
+    # The checkpoint, resolution and labels are checked before the run starts.
+    torch.manual_seed(cfg.run.seed)  # a random-init encoder is the same on every rank
+    vicmae, res = load_encoder(m, cfg.data.resolution, drop_path=m.drop_path)
+    if m.learn_pos_embed:
+        vicmae.encoder.learn_pos_embed()
+    classes = count_classes(cfg.data.betons[0], cfg.data.val_beton)
+    with start_run(cfg, "finetune", resume=resume, overwrite=overwrite,
+                   allow_changes=allow_changes) as run:  # fmt: skip
+        model = Classifier(vicmae.encoder, classes, m.pool).to(run.device)
+        loss = FinetuneLoss(cfg.augment, classes, res, run.device)
+        micro, accum = run.micro_batching(model, probe_step(run, model, loss, 1, res), 8)
+        if loss.mixup is not None and micro % 2:
+            raise ConfigError(f"mixup/cutmix mix pairs of samples: micro-batch {micro} is odd")
+        loader = run.loader(list(cfg.data.betons), micro, num_views=1, train=True,
+                            resolution=res)  # fmt: skip
+        spe = len(loader) // accum
+        lr = warmup_cosine(scaled_lr(o.base_lr, o.batch_size), o.min_lr, o.epochs, spe,
+                           o.warmup_epochs)  # fmt: skip
+        groups = param_groups_layer_decay(
+            model, o.weight_decay, ("encoder.cls_token", "encoder.pos_embed"),
+            layer_decay=o.layer_decay if o.layer_decay is not None else 1.0,
         )  # fmt: skip
-        criterion: nn.Module = SoftTargetCrossEntropy()
-    else:
-        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-
-    augment = randaugment(cfg)
-    step = 0
-    for epoch in range(cfg.epochs):
-        model.train()
-        loader.set_epoch(epoch)
-        for batch in loader:
-            for g in opt.param_groups:
-                g["lr"] = float(lrs[step]) * g.get("lr_scale", 1.0)
-            if augment is not None:
-                batch = batch._replace(views=augment(batch.views[:, 0])[:, None])
-            x = to_model_input(batch, device, image_augment=False)[:, 0]  # (B, 3, H, W)
-            y = batch.labels.to(device).long()
-            if mixup is not None and len(y) % 2 == 0:
-                x, y = mixup(x, y)
-            elif mixup is not None:
-                y = F.one_hot(y, num_classes).float()
-            loss = criterion(model(x), y)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"fine-tune loss is {loss.item()} at step {step}; stopped")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        log.info("finetune epoch %d: loss %.4f", epoch, loss.item())
-
-    result = evaluate(model, cfg, res, device)
-    result.update(num_classes=num_classes, checkpoint=cfg.checkpoint, config=asdict(cfg))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "model.pt", {"model": model.state_dict(), "config": asdict(cfg)})
-    tmp = out / "finetune.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out / "finetune.json")
-    return result
+        evaluate = None
+        if cfg.data.val_beton:
+            evaluate = ClassifierEval(run, cfg.data.val_beton, res, micro, cfg.augment.test_views)
+        job = Job(model, build_optimizer(groups, o, run.device), loader, micro, accum, loss, lr,
+                  evaluate=evaluate, best=("val_top1", "max"), clip_grad=o.clip_grad)  # fmt: skip
+        result = fit(run, job)
+        out = {
+            **result.val_metrics, "best": result.best, "step": result.step,
+            "num_classes": classes, "arch": vicmae.cfg.arch, "resolution": res,
+            "checkpoint": m.checkpoint, "test_views": cfg.augment.test_views,
+            "config": to_dict(cfg),
+        }  # fmt: skip
+        if run.info.is_main:
+            out["out"] = str(write_json(run.dir / "result.json", out))
+        return out

@@ -1,228 +1,193 @@
-"""Linear probe (paper appendix, Table 7): frozen encoder, BatchNorm without affine + Linear.
+"""Linear probe (paper appendix A, Table 7): frozen encoder, BatchNorm without affine + Linear.
 
-What we do, and where it differs from the paper:
+By default the paper's protocol, through the engine (DDP, bf16, accumulation, exact
+resume, per-epoch validation, ``best.pt``/``last.pt``, metrics): every step the frozen
+encoder sees a RandomResizedCrop (drawn every epoch by the real loader) and its class
+token feeds ``BatchNorm1d(affine=False) -> Linear``, trained with SGD (base lr 0.1 x
+batch / 256, momentum 0.9, weight decay 0, 90 epochs, 10 warm-up, cosine; batch 4096).
 
-- The encoder is frozen and the evaluation transform (centre frame, centre crop) is
-  deterministic, so features are extracted **once** for the training and validation sets
-  and the head is trained on the cached features for ``epochs`` epochs. The paper draws a
-  RandomResizedCrop every epoch instead; caching makes the probe ``epochs`` times cheaper
-  (what lets the CPU demo run 90 probe epochs in seconds) at the cost of that augmentation.
-- SGD, momentum 0.9, weight decay 0, lr = 0.1 x batch / 256 with warm-up then cosine per
-  step (paper values; the batch is capped at the training-set size).
-- Features: ``pool="mean"`` (patch-token mean, the pooling the contrastive loss trains) by
-  default; the paper reports similar numbers with the cls token (``pool=cls``).
+``probe.cached=true`` is the fast option: features of the centre view computed once and
+the head trained on them (epochs x cheaper, no augmentation, one process).
 
 Example::
 
-    result = linprobe(LinprobeConfig(train_beton="train.beton", val_beton="val.beton",
-                                     checkpoint="runs/k400/checkpoint.pt"))
-    result["top1"], result["top5"]
+    cfg = load_config(None, ["model.checkpoint=runs/k400/last.pt",
+                             "data.betons=[train.beton]", "data.val_beton=val.beton"],
+                      cls=LinprobeConfig)
+    result = linprobe(cfg)      # result["val_top1"]; RUN/result.json
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's convention)
-from torch import nn
+from torch import Tensor, nn
 
-from vicmae.checkpoint import load_checkpoint, model_state
-from vicmae.model import ModelConfig, ViCMAE
+from vicmae.config import ConfigError, LinprobeConfig, to_dict
+from vicmae.engine import Job, StepInfo, fit
+from vicmae.engine_ckpt import write_json
+from vicmae.engine_eval import (
+    ClassifierEval,
+    classification_metrics,
+    count_classes,
+    encoder_features,
+    load_encoder,
+)
+from vicmae.engine_run import Run, build_optimizer, probe_step, start_run
+from vicmae.logging_utils import MetricsLogger
 from vicmae.schedules import scaled_lr, warmup_cosine
 
 log = logging.getLogger("vicmae")
 
 
-@dataclass(frozen=True)
-class LinprobeConfig:
-    """Linear-probe settings (paper Table 7 defaults)."""
+class LinearProbe(nn.Module):
+    """Frozen encoder -> pooled feature -> BatchNorm1d(affine=False) -> Linear (Table 7)."""
 
-    train_beton: str = ""
-    val_beton: str = ""
-    checkpoint: str | None = None
-    random_init: bool = False  # probe a randomly initialised encoder of the same arch
-    arch: str | None = None  # without a checkpoint: the arch to initialise
-    resolution: int | None = None  # None: the checkpoint's (or 224)
-    pool: Literal["mean", "cls"] = "mean"
-    epochs: int = 90
-    warmup_epochs: float = 10.0
-    batch_size: int = 4096
-    base_lr: float = 0.1  # lr = base_lr x batch / 256
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    extract_batch: int = 64  # samples per encoder forward when caching features
-    num_workers: int = 2
-    seed: int = 0
-    device: str = "auto"
-    out: str | None = None  # JSON result path; None: beside the checkpoint (or not written)
+    def __init__(self, encoder: nn.Module, num_classes: int, pool: str) -> None:
+        super().__init__()
+        self.encoder = encoder.requires_grad_(False).eval()
+        self.pool = pool
+        dim = encoder.embed_dim
+        # eps 1e-6 and the head's init (trunc normal, std 0.01) as MAE's main_linprobe.py.
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, num_classes)
+        )
+        nn.init.trunc_normal_(self.head[1].weight, std=0.01)
+        nn.init.zeros_(self.head[1].bias)
+
+    def train(self, mode: bool = True) -> LinearProbe:
+        super().train(mode)
+        self.encoder.eval()  # frozen: never in training mode
+        return self
+
+    def forward(self, imgs: Tensor) -> Tensor:
+        """imgs (N, 3, H, W) -> logits (N, num_classes)."""
+        with torch.no_grad():
+            feats = encoder_features(self.encoder, imgs, self.pool)  # (N, D)
+        return self.head(feats)
 
 
-def load_encoder_model(
-    checkpoint: str | os.PathLike | None,
+class ProbeLoss:
+    """Cross-entropy of the probe on one batch's single view."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __call__(self, model: nn.Module, batch: Any, at: StepInfo) -> tuple[Tensor, Tensor]:
+        from vicmae_data import to_model_input
+
+        x = to_model_input(batch, self.device, image_augment=False)[:, 0]  # (B, 3, H, W)
+        loss = F.cross_entropy(model(x), batch.labels.to(self.device).long())
+        return loss, loss.detach()[None]
+
+
+def linprobe(
+    cfg: LinprobeConfig,
     *,
-    random_init: bool = False,
-    arch: str | None = None,
-    img_size: int | None = None,
-    drop_path: float | None = None,
-) -> ViCMAE:
-    """A ViCMAE built from a checkpoint's config, with its weights unless ``random_init``."""
-    state = load_checkpoint(checkpoint) if checkpoint is not None else None
-    if state is not None and "config" in state:
-        mcfg = ModelConfig.from_dict(dict(state["config"]["model"]))
-    elif arch is not None:
-        mcfg = ModelConfig(arch=arch)
-    else:
-        raise ValueError("a checkpoint without a config needs arch=... to build the model")
-    changes = {}
-    if arch is not None:
-        changes["arch"] = arch
-    if img_size is not None:
-        changes["img_size"] = img_size
-    if drop_path is not None:
-        changes["drop_path"] = drop_path
-    mcfg = ModelConfig(**{**asdict(mcfg), **changes})
-    model = ViCMAE(mcfg)
-    if state is not None and not random_init:
-        model.load_state_dict(model_state(state))
-    return model
+    resume: str | Path | bool | None = None,
+    overwrite: bool = False,
+    allow_changes: bool = False,
+) -> dict[str, Any]:
+    """Run the probe; return (and write as ``RUN/result.json``) the validation figures."""
+    if not cfg.data.betons:
+        raise ValueError("no training .beton (data.betons is empty)")
+    if cfg.probe.cached and resume:
+        raise ConfigError("probe.cached=true trains in seconds and has no --resume; rerun it")
+    # The checkpoint, resolution and labels are checked before the run starts.
+    torch.manual_seed(cfg.run.seed)  # a random-init encoder is the same on every rank
+    vicmae, res = load_encoder(cfg.model, cfg.data.resolution)
+    classes = count_classes(cfg.data.betons[0], cfg.data.val_beton)
+    with start_run(cfg, "linprobe", resume=resume, overwrite=overwrite,
+                   allow_changes=allow_changes) as run:  # fmt: skip
+        model = LinearProbe(vicmae.encoder, classes, cfg.model.pool).to(run.device)
+        if cfg.probe.cached:
+            val = _cached_probe(run, model, res)
+        else:
+            val = _probe(run, model, res)
+        result = {
+            **val, "num_classes": classes, "arch": vicmae.cfg.arch, "resolution": res,
+            "checkpoint": cfg.model.checkpoint, "random_init": cfg.model.random_init,
+            "config": to_dict(cfg),
+        }  # fmt: skip
+        if run.info.is_main:
+            result["out"] = str(write_json(run.dir / "result.json", result))
+        return result
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def _probe(run: Run, model: LinearProbe, res: int) -> dict[str, float]:
+    cfg, o = run.cfg, run.cfg.optim
+    loss = ProbeLoss(run.device)
+    probe = probe_step(run, model, loss, 1, res)
+    micro, accum = run.micro_batching(model, probe, state_bytes_per_param=4)  # SGD momentum
+    loader = run.loader(list(cfg.data.betons), micro, num_views=1, train=True, resolution=res)
+    spe = len(loader) // accum
+    lr = warmup_cosine(scaled_lr(o.base_lr, o.batch_size), o.min_lr, o.epochs, spe,
+                       o.warmup_epochs)  # fmt: skip
+    evaluate = ClassifierEval(run, cfg.data.val_beton, res, micro) if cfg.data.val_beton else None
+    optimizer = build_optimizer(model.head, o, run.device)
+    job = Job(model, optimizer, loader, micro, accum, loss, lr, evaluate=evaluate,
+              best=("val_top1", "max"), clip_grad=o.clip_grad)  # fmt: skip
+    result = fit(run, job)
+    return {**result.val_metrics, "best": result.best, "step": result.step}
 
 
 @torch.no_grad()
-def extract_features(
-    model: ViCMAE,
-    beton: str,
-    *,
-    resolution: int,
-    pool: str,
-    batch_size: int,
-    num_workers: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoder features of every sample (centre frame, centre crop) -> ((n, D), (n,))."""
-    from vicmae_data.load.augment import to_model_input
-    from vicmae_data.load.loader import make_loader
+def extract_features(run: Run, model: LinearProbe, beton: str, res: int) -> tuple[Tensor, Tensor]:
+    """Features of every sample's centre view -> ((n, D) on the CPU, (n,) labels)."""
+    from vicmae_data import to_model_input
 
-    loader = make_loader(
-        beton, batch_size, num_workers=num_workers, num_views=1, resolution=resolution,
-        drop_last=False, train=False,
-    )  # fmt: skip
-    model.eval()
+    loader = run.loader(beton, run.cfg.probe.extract_batch, num_views=1, train=False,
+                        resolution=res, drop_last=False)  # fmt: skip
     feats, labels = [], []
     for batch in loader:
-        x = to_model_input(batch, device, image_augment=False)[:, 0]  # (B, 3, H, W)
-        feats.append(model.features(x, pool=pool).float().cpu())  # (B, D)
-        labels.append(batch.labels.cpu())
-    if not feats:
-        raise ValueError(f"{beton}: no samples")
-    return torch.cat(feats), torch.cat(labels).long()
+        x = to_model_input(batch, run.device, image_augment=False)[:, 0]  # (B, 3, H, W)
+        with run.autocast():
+            f = encoder_features(model.encoder, x, model.pool)
+        feats.append(f.float().cpu())  # (B, D)
+        labels.append(batch.labels.cpu().long())
+    return torch.cat(feats), torch.cat(labels)
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list:
-    """Top-k accuracies in percent (k capped at the number of classes)."""
-    out = []
-    for k in ks:
-        k = min(k, logits.shape[1])
-        top = logits.topk(k, dim=1).indices  # (n, k)
-        out.append(100.0 * (top == labels[:, None]).any(dim=1).float().mean().item())
-    return out
-
-
-def train_head(
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    num_classes: int,
-    cfg: LinprobeConfig,
-) -> nn.Module:
-    """BatchNorm1d(affine=False) + Linear trained with SGD on cached features (n, D)."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    n, D = train_x.shape
-    head = nn.Sequential(nn.BatchNorm1d(D, affine=False, eps=1e-6), nn.Linear(D, num_classes))
-    nn.init.trunc_normal_(head[1].weight, std=0.01)  # MAE's probe init
-    nn.init.zeros_(head[1].bias)
-    bs = min(cfg.batch_size, n)
-    steps_per_epoch = -(-n // bs)
-    lrs = warmup_cosine(
-        scaled_lr(cfg.base_lr, bs), 0.0, cfg.epochs, steps_per_epoch, cfg.warmup_epochs
-    )
-    opt = torch.optim.SGD(
-        head.parameters(), lr=0.0, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
-    head.train()
-    step = 0
-    for _ in range(cfg.epochs):
-        order = torch.randperm(n, generator=gen)
-        for i in range(steps_per_epoch):
-            idx = order[i * bs : (i + 1) * bs]
-            if idx.numel() < 2:  # BatchNorm needs two samples
-                continue
-            for g in opt.param_groups:
-                g["lr"] = float(lrs[step])
-            loss = F.cross_entropy(head(train_x[idx]), train_y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-    return head.eval()
-
-
-def linprobe(cfg: LinprobeConfig) -> dict:
-    """Run the probe; return (and write as JSON) ``top1``, ``top5`` and what was probed."""
-    for path in (cfg.train_beton, cfg.val_beton):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such .beton file")
-    torch.manual_seed(cfg.seed)  # the random-init encoder is the same for a given seed
-    device = _device(cfg.device)
-    model = load_encoder_model(
-        cfg.checkpoint, random_init=cfg.random_init, arch=cfg.arch, img_size=cfg.resolution
-    ).to(device)
-    res = model.cfg.img_size
-    common = dict(
-        resolution=res, pool=cfg.pool, batch_size=cfg.extract_batch,
-        num_workers=cfg.num_workers, device=device,
-    )  # fmt: skip
-    train_x, train_y = extract_features(model, cfg.train_beton, **common)
-    val_x, val_y = extract_features(model, cfg.val_beton, **common)
-    num_classes = int(max(train_y.max().item(), val_y.max().item())) + 1
-    log.info(
-        "linprobe: %d train / %d val features of width %d, %d classes",
-        len(train_y), len(val_y), train_x.shape[1], num_classes,
-    )  # fmt: skip
-    head = train_head(train_x, train_y, num_classes, cfg)
-    with torch.no_grad():
-        top1, top5 = accuracy(head(val_x), val_y)
-        train_top1 = accuracy(head(train_x), train_y, (1,))[0]
-    result = {
-        "top1": top1,
-        "top5": top5,
-        "train_top1": train_top1,
-        "num_train": len(train_y),
-        "num_val": len(val_y),
-        "num_classes": num_classes,
-        "arch": model.cfg.arch,
-        "checkpoint": cfg.checkpoint,
-        "random_init": cfg.random_init,
-        "config": asdict(cfg),
-    }
-    out = cfg.out
-    if out is None and cfg.checkpoint is not None:
-        name = "linprobe_random_init.json" if cfg.random_init else "linprobe.json"
-        out = str(Path(cfg.checkpoint).parent / name)
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(out + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out)
-        result["out"] = out
-    return result
+def _cached_probe(run: Run, model: LinearProbe, res: int) -> dict[str, float]:
+    """The head trained on cached centre-view features (``probe.cached``), one process."""
+    cfg, o = run.cfg, run.cfg.optim
+    if run.info.distributed:
+        raise ConfigError("probe.cached=true runs in one process; start it without torchrun")
+    train_x, train_y = extract_features(run, model, cfg.data.betons[0], res)
+    val = extract_features(run, model, cfg.data.val_beton, res) if cfg.data.val_beton else None
+    head = model.head.cpu()
+    n = len(train_y)
+    bs = min(o.batch_size, n)  # a small dataset is one batch
+    spe = -(-n // bs)
+    lrs = warmup_cosine(scaled_lr(o.base_lr, bs), o.min_lr, o.epochs, spe, o.warmup_epochs)
+    opt = build_optimizer(head, o, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(cfg.run.seed)
+    metrics: dict[str, float] = {}
+    with MetricsLogger(run.dir, o.epochs * spe, enabled=run.info.is_main, progress=False,
+                       label="linprobe") as ml:  # fmt: skip
+        step = 0
+        for epoch in range(o.epochs):
+            head.train()
+            order = torch.randperm(n, generator=gen)
+            for i in range(spe):
+                idx = order[i * bs : (i + 1) * bs]
+                if len(idx) < 2:  # BatchNorm needs two samples
+                    continue
+                for g in opt.param_groups:
+                    g["lr"] = float(lrs[step])
+                loss = F.cross_entropy(head(train_x[idx]), train_y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+            row = {"epoch": epoch + 1.0, "loss": loss.item(), "lr": float(lrs[step - 1])}
+            if val is not None:
+                with torch.no_grad():
+                    metrics = classification_metrics(head.eval()(val[0]).softmax(1), val[1])
+                row |= metrics
+            ml.log(step, row)
+    return metrics

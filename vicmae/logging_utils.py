@@ -1,8 +1,12 @@
-"""Where training metrics go: a JSONL file, TensorBoard, and a rich progress line.
+"""Where training metrics go: a JSONL file, TensorBoard, Weights & Biases, and the log.
 
 ``RUN_DIR/metrics.jsonl`` holds one JSON object per logged step (``step``, ``epoch``,
-``lr``, ``lambda``, each loss, ``samples_per_s``, ``data_wait_pct``...); ``vicmae plot``
-reads it back. TensorBoard events go to ``RUN_DIR/tb/``. Only rank 0 writes anything.
+``lr``, each loss, ``samples_per_s``, ``data_wait_pct``...) and per validation (``val_*``
+keys); ``vicmae plot`` reads it back. TensorBoard events go to ``RUN_DIR/tb/``; W&B gets the
+same rows when ``run.wandb`` is on. Only rank 0 writes anything.
+
+Every logged step is also one plain log line (never cut to the terminal's width); on a
+terminal a progress bar (bar, steps, time left: short enough for any width) stays below.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ log = logging.getLogger("vicmae")
 
 
 class MetricsLogger:
-    """JSONL + TensorBoard + (optionally) a rich progress bar, for rank 0 only.
+    """JSONL + TensorBoard (+ W&B) + progress, for rank 0 only.
 
     Example::
 
@@ -36,11 +40,16 @@ class MetricsLogger:
         progress: bool = True,
         tensorboard: bool = True,
         start_step: int = 0,
+        label: str = "train",
+        wandb_project: str | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         self.enabled = enabled
         self.run_dir = Path(run_dir)
+        self.total_steps = total_steps
         self._jsonl = None
         self._tb = None
+        self._wandb = None
         self._progress = None
         self._task = None
         if not enabled:
@@ -51,8 +60,14 @@ class MetricsLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+            # purge_step: events a stopped run wrote after its checkpoint are dropped.
+            self._tb = SummaryWriter(
+                log_dir=str(self.run_dir / "tb"), purge_step=start_step or None
+            )
+        if wandb_project is not None:
+            self._wandb = _start_wandb(self.run_dir, wandb_project, config or {})
         if progress and sys.stderr.isatty():
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -62,33 +77,31 @@ class MetricsLogger:
             )
 
             self._progress = Progress(
-                TextColumn("[bold]pretrain"),
+                TextColumn(f"[bold]{label}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                transient=False,
+                console=Console(stderr=True),
+                transient=True,
             )
             self._progress.start()
-            self._task = self._progress.add_task(
-                "train", total=total_steps, completed=start_step, info=""
-            )
+            self._task = self._progress.add_task(label, total=total_steps, completed=start_step)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        """Record ``metrics`` for global ``step`` everywhere enabled."""
+        """Record ``metrics`` for global ``step`` everywhere enabled, and log one line."""
         if not self.enabled:
             return
         row = {"step": step, "time": time.time(), **metrics}
         assert self._jsonl is not None
         self._jsonl.write(json.dumps(row) + "\n")
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         if self._tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, int | float):
-                    self._tb.add_scalar(k, v, step)
-        if self._progress is not None:
-            self._progress.update(self._task, completed=step, info=_summary(metrics))
-        else:
-            log.info("step %d %s", step, _summary(metrics))
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=step)
+        self.advance(step)
+        log.info("step %d/%d  %s", step, self.total_steps, summary(metrics))
 
     def advance(self, step: int) -> None:
         """Move the progress bar without logging a row."""
@@ -103,6 +116,9 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
@@ -114,20 +130,36 @@ class MetricsLogger:
         self.close()
 
 
-def _summary(m: dict[str, Any]) -> str:
-    parts = []
-    for key, fmt in (
-        ("loss", "loss {:.4f}"),
-        ("loss_recon", "recon {:.4f}"),
-        ("loss_contrastive", "ctr {:.4f}"),
-        ("lr", "lr {:.2e}"),
-        ("lambda", "λ {:.3f}"),
-        ("samples_per_s", "{:.1f} samples/s"),
-        ("data_wait_pct", "data {:.0f}%"),
-    ):
-        if key in m:
-            parts.append(fmt.format(m[key]))
-    return "  ".join(parts)
+def _start_wandb(run_dir: Path, project: str, config: dict[str, Any]) -> Any:
+    """A W&B run that a resumed job continues (its id is kept in ``RUN_DIR/wandb_id``)."""
+    import wandb  # checked at start: run.wandb=true needs it installed
+
+    id_file = run_dir / "wandb_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    id_file.write_text(run_id)
+    return wandb.init(
+        project=project, id=run_id, resume="allow", dir=str(run_dir), config=config,
+        name=run_dir.name,
+    )  # fmt: skip
+
+
+_FORMATS = (
+    ("loss", "loss {:.4f}"),
+    ("loss_recon", "recon {:.4f}"),
+    ("loss_contrastive", "ctr {:.4f}"),
+    ("val_top1", "val top-1 {:.2f}%"),
+    ("val_top5", "val top-5 {:.2f}%"),
+    ("val_loss", "val loss {:.4f}"),
+    ("lr", "lr {:.2e}"),
+    ("lambda", "λ {:.3f}"),
+    ("samples_per_s", "{:.1f} samples/s"),
+    ("data_wait_pct", "data {:.0f}%"),
+)
+
+
+def summary(m: dict[str, Any]) -> str:
+    """The metrics people read, on one line: ``loss 0.5123  lr 1.2e-04  812.3 samples/s``."""
+    return "  ".join(fmt.format(m[key]) for key, fmt in _FORMATS if key in m)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:

@@ -1,4 +1,9 @@
-"""Loss and throughput curves of a run, from ``RUN_DIR/metrics.jsonl``, to PNG."""
+"""Curves of a pretraining, linear-probe or fine-tuning run, from ``RUN_DIR/metrics.jsonl``.
+
+``loss.png`` (training losses, and the validation loss where there is one),
+``throughput.png`` (samples/s and the share of time spent waiting for data) and, for the
+evaluations, ``accuracy.png`` (validation top-1, top-5).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,12 @@ from pathlib import Path
 
 from vicmae.logging_utils import read_metrics
 
-LOSS_KEYS = ("loss", "loss_recon", "loss_contrastive")
+LOSS_KEYS = ("loss", "loss_recon", "loss_contrastive", "val_loss")
+ACCURACY_KEYS = ("val_top1", "val_top5")
 
 
 def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Write ``loss.png`` and ``throughput.png`` for the run; return their paths.
+    """Write the run's PNGs (see the module docstring); return their paths.
 
     Example: ``plot_run("runs/k400")`` -> ``[runs/k400/plots/loss.png, .../throughput.png]``.
     """
@@ -46,21 +52,38 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 
-    fig, ax1 = plt.subplots(figsize=(7, 4))
     x, y = series("samples_per_s")
-    ax1.plot(x, y, color="tab:blue", label="samples/s")
-    ax1.set_xlabel("step")
-    ax1.set_ylabel("samples/s", color="tab:blue")
-    x, y = series("data_wait_pct")
     if x:
-        ax2 = ax1.twinx()
-        ax2.plot(x, y, color="tab:orange", label="waiting for data (%)")
-        ax2.set_ylabel("waiting for data (% of step)", color="tab:orange")
-        ax2.set_ylim(0, 100)
-    ax1.set_title(f"throughput: {Path(run_dir).name}")
-    ax1.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(out / "throughput.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+        fig, ax1 = plt.subplots(figsize=(7, 4))
+        ax1.plot(x, y, color="tab:blue", label="samples/s")
+        ax1.set_xlabel("step")
+        ax1.set_ylabel("samples/s", color="tab:blue")
+        x, y = series("data_wait_pct")
+        if x:
+            ax2 = ax1.twinx()
+            ax2.plot(x, y, color="tab:orange", label="waiting for data (%)")
+            ax2.set_ylabel("waiting for data (% of step)", color="tab:orange")
+            ax2.set_ylim(0, 100)
+        ax1.set_title(f"throughput: {Path(run_dir).name}")
+        ax1.grid(alpha=0.3)
+        fig.tight_layout()
+        paths.append(out / "throughput.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+
+    if any(series(k)[0] for k in ACCURACY_KEYS):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in ACCURACY_KEYS:
+            x, y = series(key)
+            if x:
+                ax.plot(x, y, marker="o", label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.set_title(f"accuracy: {Path(run_dir).name}")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        paths.append(out / "accuracy.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
     return paths

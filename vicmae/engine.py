@@ -1,0 +1,403 @@
+"""The training engine every job runs: one ``train_step``, one loop (like nanoGPT's, importable).
+
+A job (``vicmae.trainer.pretrain``, ``vicmae.linprobe.linprobe``, ``vicmae.finetune.finetune``)
+builds its model, optimiser, loader and loss, puts them in a :class:`Job`, and calls
+:func:`fit`, which:
+
+- restores a resumed run exactly (weights, optimiser, scaler, every rank's RNG, and the
+  position inside the epoch: the loader's order and crops are a function of seed and
+  epoch, so the batches already trained on are skipped, decoded but not used);
+- runs ``optim.batch_size`` samples per optimiser step: ``micro_batch`` per device per
+  forward, ``accum`` forwards (gradients all-reduced only on the last, ``no_sync``),
+  autocast (bf16 on CUDA), the fp16 loss scaler when asked for, clipping when set;
+- syncs the host with the device only at logging steps: it sums the loss parts on the
+  device, remembers the first non-finite step there, and every ``run.log_every_steps``
+  all-reduces them with the ranks' stop requests (SIGTERM/SIGUSR1) and the wall-clock
+  checkpoint deadline, so that every rank takes the same decision at the same step;
+- validates after every epoch (``Job.evaluate``), keeps ``best.pt`` by ``Job.best``, and
+  saves ``last.pt`` (epoch ends, ``run.ckpt_every_steps``, ``run.ckpt_every_minutes``, a
+  stop signal, the end) and the newest ``run.keep`` epoch checkpoints;
+- logs one row per logging step and per validation (metrics.jsonl, TensorBoard, W&B). The
+  loader's one-off compilation (first batch of the process) is announced and kept out of
+  the throughput and data-wait figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from vicmae.checkpoint import rng_state
+from vicmae.config import to_dict
+from vicmae.distributed import barrier
+from vicmae.engine_ckpt import Checkpoints, truncate_metrics
+from vicmae.engine_run import Run, restore_rng
+from vicmae.engine_signals import StoppedBySignal, stop_on_signals
+from vicmae.logging_utils import MetricsLogger
+
+log = logging.getLogger("vicmae")
+
+# loss_fn(model, batch, step) -> (loss to backpropagate, detached parts (k,) to log; part 0
+# is the loss itself).
+LossFn = Callable[[nn.Module, Any, "StepInfo"], tuple[Tensor, Tensor]]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; nothing computed after the last finite step was saved."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where a forward pass is: global optimiser step, micro-step, epoch, rank."""
+
+    step: int
+    micro: int
+    epoch: int
+    rank: int
+    seed: int
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """A generator seeded by (seed, step, micro, rank): the same draws after a resume."""
+        gen = torch.Generator(device=device)
+        gen.manual_seed(mix_seed(self.seed, self.step, self.micro, self.rank))
+        return gen
+
+
+@dataclass
+class Job:
+    """What a job hands the engine (see the module docstring)."""
+
+    model: nn.Module  # what the optimiser trains, unwrapped
+    optimizer: torch.optim.Optimizer
+    loader: Any  # VicmaeLoader of micro-batches for this rank
+    micro_batch: int
+    accum: int
+    loss: LossFn
+    lr: np.ndarray  # per global step; each group's lr is this x its "lr_scale"
+    part_names: tuple[str, ...] = ("loss",)
+    logged: dict[str, np.ndarray] = field(default_factory=dict)  # more per-step schedules
+    evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None
+    best: tuple[str, str] | None = None  # ("val_top1", "max"): what best.pt keeps
+    clip_grad: float | None = None
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What a finished (or stopped-early) run leaves behind."""
+
+    run_dir: Path
+    step: int
+    epoch: int
+    checkpoint: Path | None
+    last_metrics: dict[str, Any]
+    val_metrics: dict[str, float]
+    best: dict[str, Any] | None
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batches: Iterator[Any],
+    loss_fn: Callable[[nn.Module, Any, int], tuple[Tensor, Tensor]],
+    *,
+    accum: int,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+    clip_grad: float | None = None,
+) -> Tensor:
+    """One optimiser step over ``accum`` micro-batches; returns the mean loss parts (k,).
+
+    The result stays on the device (no host sync). Under DDP, gradients are all-reduced
+    only on the last micro-batch.
+    """
+    total: Tensor | None = None
+    for i in range(accum):
+        batch = next(batches)
+        last = i == accum - 1
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else None
+        with sync or model.no_sync():
+            with autocast():
+                loss, parts = loss_fn(model, batch, i)
+            scaler.scale(loss / accum).backward()
+        parts = parts.detach().float() / accum
+        total = parts if total is None else total + parts
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    assert total is not None
+    return total
+
+
+def fit(run: Run, job: Job) -> FitResult:
+    """Train ``job`` as ``run.cfg`` says (see the module docstring)."""
+    cfg, info, device = run.cfg, run.info, run.device
+    spe = len(job.loader) // job.accum  # optimiser steps per epoch; a partial one is dropped
+    if spe == 0:
+        raise ValueError(
+            f"an epoch has {len(job.loader)} batches of {job.micro_batch}, fewer than one "
+            f"optimiser step ({job.accum} x {job.micro_batch} per device); use a smaller "
+            "optim.batch_size"
+        )
+    total = cfg.optim.epochs * spe
+    max_steps = min(total, cfg.run.max_steps or total)
+    scaler = run.scaler()
+    step, epoch, best = _restore(run, job, scaler, spe)
+    model = _wrap(job.model, run)
+    log.info(
+        "%d optimiser steps (%d epochs x %d); batch %d = %d per forward x %d accumulation x "
+        "%d device(s); peak lr %.3g; %s %s",
+        total, cfg.optim.epochs, spe, cfg.optim.batch_size, job.micro_batch, job.accum,
+        info.world_size, float(np.max(job.lr)), device, run.precision,
+    )  # fmt: skip
+    ckpts = Checkpoints(run.dir, cfg.run.keep, enabled=info.is_main)
+    metrics = MetricsLogger(
+        run.dir, max_steps, enabled=info.is_main, progress=cfg.run.progress, start_step=step,
+        label=run.kind, wandb_project=cfg.run.wandb_project if cfg.run.wandb else None,
+        config=to_dict(cfg),
+    )  # fmt: skip
+    window = _Window(len(job.part_names), device)
+    saved: Path | None = run.resume_path
+    last: dict[str, Any] = {}
+    val: dict[str, float] = {}
+    last_save = time.monotonic()
+
+    def state() -> dict[str, Any]:
+        rngs = [rng_state()]
+        if info.distributed:  # every rank's stream, so each rank resumes its own
+            rngs = [None] * info.world_size
+            dist.all_gather_object(rngs, rng_state())
+        return {
+            "kind": run.kind, "model": job.model.state_dict(),
+            "optimizer": job.optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "step": step, "epoch": epoch, "step_in_epoch": step - epoch * spe,
+            "micro_batch": job.micro_batch, "rng": rngs, "best": best, "config": to_dict(cfg),
+        }  # fmt: skip
+
+    def loss_at(step: int, epoch: int) -> Callable[[nn.Module, Any, int], tuple]:
+        return lambda m, b, i: job.loss(m, b, StepInfo(step, i, epoch, info.rank, cfg.run.seed))
+
+    with stop_on_signals() as stop, metrics:
+        model.train()
+        while step < max_steps:
+            batches = _Batches(job.loader, epoch, skip=(step - epoch * spe) * job.accum)
+            epoch_last = (epoch + 1) * spe
+            try:
+                while step < min(epoch_last, max_steps):
+                    for group in job.optimizer.param_groups:
+                        group["lr"] = float(job.lr[step]) * group.get("lr_scale", 1.0)
+                    parts = train_step(
+                        model, job.optimizer, scaler, batches, loss_at(step, epoch),
+                        accum=job.accum, autocast=run.autocast, clip_grad=job.clip_grad,
+                    )  # fmt: skip
+                    window.add(parts, step)
+                    step += 1
+                    epoch_end = step == epoch_last
+                    epoch += int(epoch_end)
+                    due = step % cfg.run.ckpt_every_steps == 0 or epoch_end or step == max_steps
+                    if not (due or step % cfg.run.log_every_steps == 0):
+                        metrics.advance(step)
+                        continue
+                    late = cfg.run.ckpt_every_minutes and (
+                        time.monotonic() - last_save > 60 * cfg.run.ckpt_every_minutes
+                    )
+                    means, bad, stopped, late = window.sync(bool(stop), bool(late), info)
+                    if bad is not None:
+                        raise NonFiniteLossError(
+                            f"loss is {bad[1]} at step {bad[0] + 1} (epoch {epoch}); stopped. "
+                            + (f"Last good checkpoint: {saved}" if saved else "No checkpoint yet.")
+                        )
+                    last = {
+                        "epoch": step / spe, **dict(zip(job.part_names, means, strict=True)),
+                        "lr": float(job.lr[step - 1]),
+                        **{k: float(v[step - 1]) for k, v in job.logged.items()},
+                        **batches.throughput(window.steps * cfg.optim.batch_size),
+                    }  # fmt: skip
+                    metrics.log(step, last)
+                    window.restart(batches)
+                    if epoch_end and job.evaluate is not None:
+                        val = job.evaluate(job.model, epoch)
+                        metrics.log(step, {"epoch": float(epoch), **val})
+                        best = _better(best, val, job.best, epoch) or best
+                        if best is not None and best["epoch"] == epoch:
+                            ckpts.save_best(state())
+                        model.train()
+                        window.restart(batches)
+                    if due or stopped or late:
+                        saved = ckpts.save(state(), epoch_end=epoch_end) or saved
+                        last_save = time.monotonic()
+                    if stopped:
+                        barrier()
+                        raise StoppedBySignal(stop.signal_name or "a signal", saved, step)
+            finally:
+                batches.close()
+        if job.evaluate is not None and (not val or step % spe):
+            val = job.evaluate(job.model, epoch)  # a run cut short still gets its figures
+            metrics.log(step, {"epoch": step / spe, **val})
+    barrier()  # rank 0's last save is on disk before any rank returns
+    return FitResult(run.dir, step, epoch, saved, last, val, best)
+
+
+def _restore(run: Run, job: Job, scaler: torch.amp.GradScaler, spe: int) -> tuple:
+    """(step, epoch, best) of a resumed run, with every state put back; (0, 0, None) otherwise."""
+    state = run.resume
+    if state is None:
+        return 0, 0, None
+    try:
+        job.model.load_state_dict(state["model"])
+    except RuntimeError as exc:  # shapes that differ although the config matched
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise ValueError(
+            f"{run.resume_path}: its model does not fit this config ({first})"
+        ) from None
+    job.optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    epoch = int(state["epoch"])
+    # Samples already trained on in this epoch, in steps of this run's batch (the same
+    # step count unless optim.batch_size was changed with --allow-changes).
+    saved_batch = int(state["config"]["optim"]["batch_size"])
+    in_epoch = int(state["step_in_epoch"]) * saved_batch // run.cfg.optim.batch_size
+    step = epoch * spe + min(in_epoch, spe)
+    if step != int(state["step"]) and run.info.is_main:
+        truncate_metrics(run.dir / "metrics.jsonl", step)  # steps renumbered at the new batch
+    restore_rng(state, run.info)
+    log.info("resumed from %s at step %d (epoch %d)", run.resume_path, step, epoch)
+    return step, epoch, state.get("best")
+
+
+def _wrap(model: nn.Module, run: Run) -> nn.Module:
+    """DistributedDataParallel across ranks, then torch.compile when asked."""
+    if run.info.distributed:
+        ids = [run.info.local_rank] if run.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if run.cfg.run.compile:
+        model = torch.compile(model)
+    return model
+
+
+def _better(
+    best: dict | None, val: dict[str, float], rule: tuple[str, str] | None, epoch: int
+) -> dict | None:
+    """The new best record when ``val`` beats ``best`` by ``rule`` (key, "max"|"min")."""
+    if rule is None or rule[0] not in val:
+        return None
+    key, mode = rule
+    value = float(val[key])
+    if best is not None:
+        if (mode == "max" and value <= best["value"]) or (mode == "min" and value >= best["value"]):
+            return None
+    return {"key": key, "value": value, "epoch": epoch}
+
+
+class _Window:
+    """Loss parts summed on the device between logging steps, and the first non-finite step."""
+
+    def __init__(self, k: int, device: torch.device) -> None:
+        self.sums = torch.zeros(k, device=device)
+        self.bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_value = torch.zeros((), device=device)
+        self.steps = 0
+
+    def add(self, parts: Tensor, step: int) -> None:
+        first = (self.bad < 0) & ~torch.isfinite(parts[0])  # device ops only: no host sync
+        self.bad = torch.where(first, torch.full_like(self.bad, step), self.bad)
+        self.bad_value = torch.where(first, parts[0], self.bad_value)
+        self.sums += parts
+        self.steps += 1
+
+    def sync(self, stop: bool, late: bool, info: Any) -> tuple[list, tuple | None, bool, bool]:
+        """All-reduce: (mean parts, (first bad step, value) or None, stop?, checkpoint due?)."""
+        sums = self.sums.clone()
+        big = 2**62
+        dev = sums.device
+        flags = torch.stack([  # MAX over ranks: any rank's request, the earliest bad step
+            torch.tensor(float(stop), dtype=torch.float64, device=dev),
+            torch.tensor(float(late), dtype=torch.float64, device=dev),
+            -torch.where(self.bad < 0, torch.full_like(self.bad, big), self.bad).double(),
+        ])  # fmt: skip
+        if info.distributed:
+            dist.all_reduce(sums)
+            sums /= info.world_size
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        means = (sums / max(self.steps, 1)).tolist()
+        f = flags.tolist()
+        bad = None
+        if -f[2] < big / 2:
+            bad = (int(-f[2]), float(self.bad_value.item()) if self.bad >= 0 else float("nan"))
+        return means, bad, f[0] > 0, f[1] > 0
+
+    def restart(self, batches: _Batches) -> None:
+        self.sums.zero_()
+        self.steps = 0
+        batches.restart_clock()
+
+
+class _Batches:
+    """An epoch's batches, past the ones a resumed run already used, with data-wait timing.
+
+    A loader's first batch waits for numba to compile its pipeline: that is announced and
+    kept out of the figures.
+    """
+
+    def __init__(self, loader: Any, epoch: int, skip: int) -> None:
+        loader.set_epoch(epoch)
+        self._it = iter(loader)
+        pending = []
+        if not getattr(loader, "compiled_by_engine", False):
+            log.info("compiling the loader (its first batch; can take a minute) ...")
+            t0 = time.perf_counter()
+            pending.append(next(self._it))
+            loader.compiled_by_engine = True
+            log.info("loader compiled in %.1f s", time.perf_counter() - t0)
+        for _ in range(skip):  # what the stopped run already trained on
+            if pending:
+                pending.pop()
+            else:
+                next(self._it)
+        self._first = pending[0] if pending else None
+        self.restart_clock()
+
+    def __next__(self) -> Any:
+        if self._first is not None:
+            batch, self._first = self._first, None
+            return batch
+        t0 = time.perf_counter()
+        batch = next(self._it)
+        self._wait += time.perf_counter() - t0
+        return batch
+
+    def __iter__(self) -> _Batches:
+        return self
+
+    def restart_clock(self) -> None:
+        self._t0, self._wait = time.perf_counter(), 0.0
+
+    def throughput(self, samples: int) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        return {"samples_per_s": samples / elapsed, "data_wait_pct": 100 * self._wait / elapsed}
+
+    def close(self) -> None:
+        """Stop the loader's threads now (not at interpreter exit, when they may be mid-batch)."""
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (distinct parts give distinct seeds)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (p + 0x632BE59BD9B4E019 + (h << 6) + (h >> 2))) & (2**63 - 1)
+    return h

@@ -1,0 +1,330 @@
+"""Setting up a run: processes, device, run folder, resume state, precision, micro-batch, loader.
+
+:func:`start_run` does, for every job and before any data is touched: join the process
+group under ``torchrun``, refuse a device that is not there, protect a folder that holds a
+run, load the checkpoint to resume (safely) and refuse a resume whose settings differ from
+the saved run's (unless allowed), write ``config.yaml`` and seed every RNG. The returned
+:class:`Run` then answers the per-job questions: autocast, loss scaler, micro-batch size,
+loaders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from vicmae.checkpoint import load_checkpoint, rng_state, set_rng_state
+from vicmae.config import (
+    ConfigError,
+    LoaderConfig,
+    accumulation,
+    dump_yaml,
+    loader_paths,
+    resume_differences,
+)
+from vicmae.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
+from vicmae.engine_ckpt import (
+    RunFolderError,
+    clear_run_dir,
+    find_checkpoint,
+    guard_run_dir,
+    truncate_metrics,
+)
+from vicmae_data.atomic import write_text_atomic
+
+log = logging.getLogger("vicmae")
+
+# On a CPU no memory probe is run: at most this many samples per forward.
+CPU_MICRO_BATCH_LIMIT = 32
+# Share of GPU memory the probed step (plus optimiser state) may use.
+GPU_MEMORY_SHARE = 0.85
+
+
+@dataclass
+class Run:
+    """One job's process-level context (see the module docstring)."""
+
+    kind: str  # "pretrain" | "linprobe" | "finetune"
+    cfg: Any  # TrainConfig | LinprobeConfig | FinetuneConfig
+    info: DistInfo
+    dir: Path
+    resume: dict[str, Any] | None  # the checkpoint resumed from (tensors on the CPU)
+    resume_path: Path | None
+    precision: str  # "bf16" | "fp16" | "fp32"
+    owns_group: bool = False  # this run joined the process group (and leaves it at the end)
+
+    @property
+    def device(self) -> torch.device:
+        return self.info.device
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The forward pass's autocast context (bf16 by default on CUDA, none on a CPU)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """A loss scaler, enabled only for fp16 (bf16 has fp32's exponent range)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def micro_batching(
+        self, model: nn.Module, probe: Callable[[int], None] | None, state_bytes_per_param: int
+    ) -> tuple[int, int]:
+        """(micro batch per device, accumulation steps) for ``cfg.optim`` on this job.
+
+        Set by ``optim.micro_batch``/``optim.accum``, else kept from the resumed run, else
+        the largest divisor of the per-device batch whose forward+backward (``probe(m)``)
+        plus optimiser state fits in GPU memory, agreed across ranks; on a CPU at most
+        :data:`CPU_MICRO_BATCH_LIMIT`.
+        """
+        o = self.cfg.optim
+        fits = None
+        if o.micro_batch is None and o.accum is None:
+            saved = (self.resume or {}).get("micro_batch")
+            per_device = o.batch_size // self.info.world_size
+            if saved is not None and per_device % int(saved) == 0:
+                fits = int(saved)  # the resumed run's layout: the same numerics
+            elif self.device.type == "cuda" and probe is not None:
+                fits = _largest_that_fits(model, probe, per_device, state_bytes_per_param)
+                if self.info.distributed:
+                    t = torch.tensor([fits], device=self.device)
+                    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+                    fits = int(t.item())
+            elif self.device.type != "cuda":
+                fits = CPU_MICRO_BATCH_LIMIT
+        return accumulation(o, self.info.world_size, fits)
+
+    def loader(
+        self,
+        betons: str | list,
+        batch_size: int,
+        *,
+        num_views: int,
+        train: bool,
+        resolution: int,
+        drop_last: bool = True,
+    ) -> Any:
+        """``make_loader`` with this run's ranks, seed and data settings."""
+        from vicmae_data import make_loader
+
+        d: LoaderConfig = self.cfg.data
+        paths = loader_paths(tuple(betons)) if isinstance(betons, list | tuple) else betons
+        dist_kw: dict[str, Any] = {}
+        if self.info.distributed:
+            dist_kw |= {"distributed": True, "rank": self.info.rank}
+            dist_kw["world_size"] = self.info.world_size
+        return make_loader(
+            paths, batch_size, num_workers=d.num_workers, sampling=d.sampling, delta=d.delta,
+            num_views=num_views, resolution=resolution, seed=self.cfg.run.seed,
+            memory=d.memory, drop_last=drop_last, train=train, video_scale=d.video_scale,
+            image_scale=d.image_scale, **dist_kw,
+        )  # fmt: skip
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Leave the process group this run joined, so the process exits cleanly."""
+        if self.owns_group:
+            teardown_distributed()
+
+    def write_config(self) -> None:
+        if self.info.is_main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.dir / "config.yaml", dump_yaml(self.cfg))
+
+
+def start_run(
+    cfg: Any,
+    kind: str,
+    *,
+    resume: str | Path | bool | None = None,
+    overwrite: bool = False,
+    allow_changes: bool = False,
+) -> Run:
+    """Everything before the model: see the module docstring. Raises one-line errors.
+
+    ``resume``: None/False (a new run), True (``cfg.run.out``'s ``last.pt``; a fresh start
+    when there is none yet, which is what a requeued job script wants), or a path (a run
+    folder or a checkpoint file).
+    """
+    joined = not dist.is_initialized()
+    info = setup_distributed(cfg.run.device)
+    owns = joined and dist.is_initialized()
+    if cfg.run.wandb and info.is_main:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "run.wandb=true but wandb is not installed (pip install wandb)"
+            ) from None
+    accumulation(cfg.optim, info.world_size)  # a batch layout that cannot work fails now
+    run_dir = Path(cfg.run.out)
+    resuming = resume is not None and resume is not False
+    guard_run_dir(run_dir, resume=resuming, overwrite=overwrite)
+    state, path = None, None
+    if resuming:
+        path = find_checkpoint(resume, run_dir)
+        if path is None:
+            log.warning("--resume: no checkpoint in %s yet; starting from scratch", run_dir)
+        else:
+            state = load_checkpoint(path, map_location="cpu")
+            _check_resumable(state, path, cfg, kind, allow_changes)
+    if info.distributed:  # every rank must continue from the same checkpoint
+        steps = [None] * info.world_size
+        dist.all_gather_object(steps, (str(path), int(state["step"])) if state else None)
+        if any(s != steps[0] for s in steps):
+            raise RunFolderError(f"--resume: the ranks found different checkpoints: {steps}")
+    barrier()  # every rank has checked the folder before rank 0 writes into it
+    if info.is_main:
+        if overwrite and not resuming:
+            clear_run_dir(run_dir)
+        if resuming:
+            truncate_metrics(run_dir / "metrics.jsonl", int(state["step"]) if state else 0)
+    precision = cfg.run.precision
+    if precision == "auto":
+        precision = "bf16" if info.device.type == "cuda" else "fp32"
+    run = Run(kind, cfg, info, run_dir, state, path, precision, owns)
+    run.write_config()
+    barrier()
+    seed_everything(cfg.run.seed + info.rank)  # each rank draws its own masks and augmentations
+    if info.is_main:
+        log.info("config:\n%s", dump_yaml(cfg).rstrip())
+    return run
+
+
+def _check_resumable(state: dict, path: Path, cfg: Any, kind: str, allow: bool) -> None:
+    saved_kind = state.get("kind", "pretrain")
+    if saved_kind != kind or "config" not in state or "step" not in state:
+        what = f"a {saved_kind} checkpoint" if "step" in state else "not a training checkpoint"
+        raise RunFolderError(f"--resume {path}: {what}; it cannot continue a {kind} run")
+    diffs = resume_differences(state["config"], cfg)
+    shape = [d for d in diffs if d[0].startswith("model.") and d[0].split(".")[1] in _SHAPE_KEYS]
+    if shape:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in shape)
+        raise ConfigError(f"cannot resume {path} with another model ({listed})")
+    if diffs and not allow:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs)
+        raise ConfigError(
+            f"--resume: these settings differ from the saved run's: {listed}. "
+            "Drop them to continue the run as it was, or pass --allow-changes"
+        )
+    if diffs:
+        log.warning("resuming with changed settings: %s", "; ".join(k for k, *_ in diffs))
+
+
+# Model settings that change parameter shapes: never resumable across.
+_SHAPE_KEYS = (
+    "arch", "decoder_dim", "decoder_depth", "decoder_heads", "projector_dims", "checkpoint",
+    "random_init", "learn_pos_embed", "pos_embed",
+)  # fmt: skip
+
+
+def restore_rng(state: dict[str, Any], info: DistInfo) -> None:
+    """This rank's RNG states from a checkpoint (rank 0's when the world grew)."""
+    states = state["rng"]
+    if len(states) != info.world_size:
+        log.warning(
+            "resuming %d rank(s) from a run of %d: data shards and random draws differ "
+            "from an uninterrupted run", info.world_size, len(states),
+        )  # fmt: skip
+    set_rng_state(states[min(info.rank, len(states) - 1)])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and python from one number."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _largest_that_fits(
+    model: nn.Module, probe: Callable[[int], None], per_device: int, state_bytes_per_param: int
+) -> int:
+    """Binary search over the divisors of ``per_device`` with real forward+backward passes.
+
+    RNG states and buffers (BatchNorm statistics) are put back afterwards, so probing
+    leaves no trace in the run.
+    """
+    cands = [d for d in range(1, per_device + 1) if per_device % d == 0]
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    # Optimiser state + DDP's gradient buckets, allocated only once training starts.
+    reserved = params * (state_bytes_per_param // 4 + 1)
+    rng, buffers = rng_state(), {k: v.clone() for k, v in model.named_buffers()}
+
+    def fits(m: int) -> bool:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        try:
+            probe(m)
+            torch.cuda.synchronize()
+            ok = torch.cuda.max_memory_allocated() + reserved < GPU_MEMORY_SHARE * total
+        except torch.OutOfMemoryError:
+            ok = False
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        return ok
+
+    best, lo, hi = cands[0], 0, len(cands) - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if fits(cands[mid]):
+            best, lo = cands[mid], mid + 1
+        else:
+            hi = mid - 1
+    set_rng_state(rng)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            buf.copy_(buffers[name])
+    log.info("micro-batch %d of %d per device fits in GPU memory", best, per_device)
+    return best
+
+
+def build_optimizer(
+    params: nn.Module | list[dict], optim: Any, device: torch.device
+) -> torch.optim.Optimizer:
+    """``optim.name`` over ``params`` (a model: weight decay on weight matrices only).
+
+    Group ``lr`` values are set by the engine every step from its schedule.
+    """
+    from vicmae.param_groups import param_groups
+
+    groups = param_groups(params, optim.weight_decay) if isinstance(params, nn.Module) else params
+    if optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=0.0, momentum=optim.momentum)
+    fused = optim.fused and device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=0.0, betas=optim.betas, fused=fused or None)
+
+
+def probe_step(
+    run: Run, model: nn.Module, loss_fn: Callable, num_views: int, resolution: int
+) -> Callable[[int], None]:
+    """``probe(m)``: one forward and backward of the job's loss on ``m`` random samples.
+
+    What :meth:`Run.micro_batching` measures GPU memory with (never called on a CPU).
+    """
+    from vicmae.engine import StepInfo
+    from vicmae_data import Batch
+
+    def probe(m: int) -> None:
+        views = torch.randint(0, 256, (m, num_views, 3, resolution, resolution), dtype=torch.uint8)
+        labels = torch.zeros(m, dtype=torch.long)
+        batch = Batch(views.to(run.device), labels.to(run.device),
+                      torch.zeros(m, dtype=torch.bool, device=run.device))  # fmt: skip
+        with run.autocast():
+            loss, _ = loss_fn(model, batch, StepInfo(0, 0, 0, run.info.rank, 0))
+        loss.backward()
+
+    return probe
