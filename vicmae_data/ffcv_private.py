@@ -23,9 +23,12 @@ installed version is not the one this module was written for.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
+import queue
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -82,8 +85,27 @@ class OrderFactory(TraversalOrder):
 
 class _LockedEpochIterator(EpochIterator):
     def run_pipeline(self, b_ix, batch_indices, batch_slot, cuda_event):
+        if self.terminate_event.is_set():  # closed: decode nothing more
+            return None
         with _PIPELINE_LOCK:
             return super().run_pipeline(b_ix, batch_indices, batch_slot, cuda_event)
+
+    def close(self) -> None:
+        """Stop the pipeline thread, and wait for it, before its memory is released.
+
+        ffcv's ``close`` only sets a flag that the thread reads once its queue is full, and
+        releases the memory at once: the thread may still be decoding (into that memory),
+        and a process that exits meanwhile aborts inside numba's threading layer (exit
+        status 134, "terminate called without an active exception").
+        """
+        self.terminate_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            deadline = time.monotonic() + 60.0
+            while self.is_alive() and time.monotonic() < deadline:
+                with contextlib.suppress(queue.Empty):
+                    self.output_queue.get_nowait()  # room for the thread's last put
+                self.join(0.05)
+        super().close()
 
 
 class FileLoader(Loader):
