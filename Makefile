@@ -49,7 +49,7 @@ bench-convert: install
 
 # Needs a CUDA GPU: ViT-B/16 pretraining throughput, MFU and peak memory.
 bench-train-gpu: install
-	$(PY) benchmarks/bench_train_gpu.py
+	$(PY) benchmarks/bench_train_gpu.py $(BENCH_ARGS)
 
 # An offline bundle for GPU nodes without network (README: "GPU nodes without network").
 # Needs network here and a CPython 3.12 (BUNDLE_PYTHON=...) to build ffcv's cp312 wheel.

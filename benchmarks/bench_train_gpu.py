@@ -1,16 +1,18 @@
 """Pretraining throughput on one GPU: samples/s, model FLOPs utilisation, peak memory.
 
-Measures the training step the trainer runs (the real ViCMAE, AdamW with the trainer's
-param groups, bf16 autocast, reconstruction + lambda x contrastive, backward, step) on
-synthetic normalised views already on the GPU, so the number is the model's, not the
-loader's (``make bench-loader`` measures that). FLOPs are counted once with
-``torch.utils.flop_counter`` (forward + backward of one step); MFU divides the achieved
-FLOP/s by the GPU's dense bf16 peak (a table of known GPUs, or ``--peak-tflops``).
+Times the engine's own step, ``vicmae.engine.train_step``, with the pretraining job's own
+pieces (``vicmae.trainer.PretrainLoss``: normalisation and colour augmentation on the
+device, reconstruction + lambda x contrastive; the engine's AdamW; bf16 autocast; the
+loss scaler; ``--accum`` micro-batches per step), on synthetic uint8 batches already on the
+GPU, so the number is the model's, not the loader's (``make bench-loader`` measures that).
+FLOPs are counted once with ``torch.utils.flop_counter`` (forward + backward of one
+step); MFU divides the achieved FLOP/s by the GPU's dense bf16 peak (a table of known
+GPUs, or ``--peak-tflops``).
 
     python benchmarks/bench_train_gpu.py                       # ViT-B/16, 224, bf16
     python benchmarks/bench_train_gpu.py --batch 256 --compile
-    python benchmarks/bench_train_gpu.py --allow-cpu --arch vit_pico_patch8 --img-size 32 \
-        --batch 8 --steps 3 --warmup 1                          # smoke test on a CPU
+    make bench-train-gpu BENCH_ARGS="--allow-cpu --arch vit_pico_patch8 --img-size 32 \
+        --batch 8 --steps 3 --warmup 1 model.decoder_depth=1"   # smoke test on a CPU
 
 Writes ``benchmarks/results/train_gpu.json`` (GPU runs) with the GPU's name.
 """
@@ -24,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="vit_base_patch16")
     p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--batch", type=int, default=128, help="samples (video pairs) per step")
+    p.add_argument("--batch", type=int, default=128, help="samples (video pairs) per forward")
+    p.add_argument("--accum", type=int, default=1, help="forwards per optimiser step")
     p.add_argument("--steps", type=int, default=30, help="timed steps")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
@@ -60,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, default=None, help="override the peak table")
     p.add_argument("--allow-cpu", action="store_true", help="smoke-test on a CPU (tiny arch)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (GPU default: results/)")
+    p.add_argument("overrides", nargs="*", help="pretraining config key=value (model.*, loss.*)")
     return p.parse_args(argv)
 
 
@@ -81,37 +86,53 @@ def main(argv: list[str] | None = None) -> int:
 
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vicmae.model import ModelConfig, ViCMAE
-    from vicmae.param_groups import param_groups
+    from vicmae.config import OptimConfig, load_config
+    from vicmae.engine import StepInfo, train_step
+    from vicmae.engine_run import build_optimizer
+    from vicmae.model import ViCMAE
+    from vicmae.trainer import PretrainLoss
+    from vicmae_data import Batch
 
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    cfg = ModelConfig(arch=args.arch, img_size=args.img_size)
-    model = ViCMAE(cfg).to(device)
-    opt = torch.optim.AdamW(
-        param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda"
-    )
+    cfg = load_config(None, [f"model.arch={args.arch}", f"data.resolution={args.img_size}",
+                             "loss.contrastive_start_epoch=0", *args.overrides])  # fmt: skip
+    model = ViCMAE(cfg.model).to(device)
+    opt = build_optimizer(model, OptimConfig(), device)
     step_model = torch.compile(model) if args.compile else model
     use_amp = args.precision == "bf16" and device.type == "cuda"
-    views = torch.randn(args.batch, 2, 3, args.img_size, args.img_size, device=device)
-    lam = 0.025
+    scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)
+
+    b, r = args.batch, args.img_size
+    batch = Batch(  # uint8 views as the loader delivers them, already on the device
+        torch.randint(0, 256, (b, 2, 3, r, r), dtype=torch.uint8, device=device),
+        torch.zeros(b, dtype=torch.long, device=device),
+        torch.arange(b, device=device) % 2 == 0,  # half image rows: colour augmentation runs
+    )
+    loss_fn = PretrainLoss(cfg, lam=np.full(1, cfg.loss.contrastive_weight), device=device)
 
     def step() -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = step_model(views)  # views: (B, 2, 3, H, W)
-            loss = out.loss_recon + lam * out.loss_contrastive
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        micro = iter([batch] * args.accum)
+        return train_step(
+            step_model,
+            opt,
+            scaler,
+            micro,
+            lambda m, x, i: loss_fn(m, x, StepInfo(0, i, 0, 0, 0)),
+            accum=args.accum,
+            autocast=autocast,
+        )[0]
 
-    # FLOPs of one step (forward + backward), counted on the eager model.
+    # FLOPs of one step (forward + backward of every micro-batch), counted on the eager model.
     with FlopCounterMode(display=False) as counter:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = model(views)
-            loss = out.loss_recon + lam * out.loss_contrastive
-        loss.backward()
+        for i in range(args.accum):
+            with autocast():
+                loss, _ = loss_fn(model, batch, StepInfo(0, i, 0, 0, 0))
+            loss.backward()
     opt.zero_grad(set_to_none=True)
     flops_per_step = counter.get_total_flops()
 
@@ -139,27 +160,29 @@ def main(argv: list[str] | None = None) -> int:
         "cuda": torch.version.cuda,
         "arch": args.arch,
         "img_size": args.img_size,
-        "mask_ratio": cfg.mask_ratio,
+        "mask_ratio": cfg.model.mask_ratio,
         "batch": args.batch,
+        "accum": args.accum,
+        "step": "vicmae.engine.train_step with vicmae.trainer.PretrainLoss",
         "precision": args.precision if use_amp else "fp32",
         "compile": args.compile,
         "steps": args.steps,
         "step_time_s": step_s,
-        "samples_per_s": args.batch / step_s,
-        "views_per_s": 2 * args.batch / step_s,
-        "gflops_per_sample": flops_per_step / args.batch / 1e9,
+        "samples_per_s": args.batch * args.accum / step_s,
+        "views_per_s": 2 * args.batch * args.accum / step_s,
+        "gflops_per_sample": flops_per_step / (args.batch * args.accum) / 1e9,
         "achieved_tflops": achieved / 1e12,
         "peak_bf16_tflops": peak,
         "mfu": achieved / (peak * 1e12) if peak else None,
         "peak_memory_gib": (
             torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
         ),
-        "input": "synthetic views on the device (loader excluded)",
+        "input": "synthetic uint8 views on the device (loader excluded)",
     }
     rows = [
         ("device", result["gpu"]),
-        ("model", f"{args.arch} @ {args.img_size}, mask {cfg.mask_ratio}"),
-        ("batch / precision", f"{args.batch} / {result['precision']}"),
+        ("model", f"{args.arch} @ {args.img_size}, mask {cfg.model.mask_ratio}"),
+        ("batch / precision", f"{args.batch} x {args.accum} / {result['precision']}"),
         ("samples/s", f"{result['samples_per_s']:.1f}"),
         ("GFLOPs per sample", f"{result['gflops_per_sample']:.1f}"),
         ("achieved TFLOP/s", f"{result['achieved_tflops']:.1f}"),
