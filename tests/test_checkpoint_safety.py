@@ -42,16 +42,26 @@ def _plant(path: Path, marker: Path) -> Path:
     return path
 
 
-@pytest.fixture()
-def evil(tmp_path) -> tuple[Path, Path]:
-    marker = tmp_path / "pwned"
-    path = _plant(tmp_path / "evil.pt", marker)
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("evil")
+    marker = root / "pwned"
+    path = _plant(root / "evil.pt", marker)
     # The file really is an exploit: full unpickling (what the old code did) runs it.
     load = f"import torch; torch.load({str(path)!r}, weights_only=False)"
     subprocess.run([sys.executable, "-c", load], check=True)
     assert marker.exists()
     marker.unlink()
     return path, marker
+
+
+@pytest.fixture()
+def evil(planted, tmp_path) -> tuple[Path, Path]:
+    path, marker = planted
+    copy = tmp_path / "evil.pt"
+    copy.write_bytes(path.read_bytes())
+    assert not marker.exists()
+    return copy, marker
 
 
 def _refused(res, marker: Path) -> None:

@@ -76,7 +76,7 @@ def test_data_resolution_sets_the_model_input():
         ("optim.betas=[0.9]", "optim.betas: expected 2 values"),
         ("model.arch=vit_nope", "unknown arch"),
         ("optim.base_lr", "is not key=value"),
-        ("optim.warmup_epochs=1000", "warmup_epochs"),
+        ("optim.warmup_epochs=-1", "optim.warmup_epochs=-1.0 must not be negative"),
     ],
 )
 def test_bad_key_or_value_is_a_clear_error(override, message):
@@ -127,3 +127,24 @@ def test_lambda_per_step():
     lam = per_step(lambda e: lambda_schedule(e, start_epoch=2, weight=0.025), 4, 5)
     assert lam.shape == (20,)
     assert np.all(lam[:10] == 0.0) and np.all(lam[10:] == 0.025)
+
+
+def test_accumulation_layouts():
+    from vicmae.config import OptimConfig, accumulation
+    from vicmae.engine_run import largest_passing
+
+    o = OptimConfig(batch_size=96)
+    assert accumulation(o, 2) == (48, 1)  # no limit: one forward per device
+    assert accumulation(o, 2, fits=20) == (16, 3)  # largest divisor of 48 within 20
+    assert accumulation(OptimConfig(batch_size=18), 1, fits=9, multiple_of=2) == (6, 3)
+    assert accumulation(OptimConfig(batch_size=96, accum=4), 2) == (12, 4)
+    with pytest.raises(ConfigError, match="not divisible by the 5 processes"):
+        accumulation(o, 5)
+    with pytest.raises(ConfigError, match="disagree"):
+        accumulation(OptimConfig(batch_size=96, accum=4, micro_batch=8), 2)
+    # The GPU probe's search: the largest candidate that still fits, in few tries.
+    tried = []
+    cands = [2, 4, 6, 8, 12, 16, 24, 48]
+    assert largest_passing(cands, lambda m: tried.append(m) or m <= 13) == 12
+    assert len(tried) <= 4
+    assert largest_passing(cands, lambda m: False) == 2

@@ -376,8 +376,8 @@ def _check_common(cfg: Any) -> None:
             raise ConfigError(f"{key}={value} must be positive")
     if o.base_lr < 0 or o.weight_decay < 0:
         raise ConfigError("optim.base_lr and optim.weight_decay must not be negative")
-    if not 0 <= o.warmup_epochs <= o.epochs:
-        raise ConfigError(f"optim.warmup_epochs={o.warmup_epochs} must be in [0, optim.epochs]")
+    if o.warmup_epochs < 0:
+        raise ConfigError(f"optim.warmup_epochs={o.warmup_epochs} must not be negative")
     if o.layer_decay is not None and not 0 < o.layer_decay <= 1:
         raise ConfigError(f"optim.layer_decay={o.layer_decay} must be in (0, 1]")
     if r.ckpt_every_steps <= 0 or r.log_every_steps <= 0:
@@ -417,11 +417,14 @@ def loader_paths(betons: tuple[str, ...]) -> list[str | tuple[str, float]]:
     return out
 
 
-def accumulation(optim: OptimConfig, world_size: int, fits: int | None = None) -> tuple[int, int]:
+def accumulation(
+    optim: OptimConfig, world_size: int, fits: int | None = None, multiple_of: int = 1
+) -> tuple[int, int]:
     """(micro batch per device, accumulation steps) whose product is the per-device batch.
 
     ``optim.micro_batch`` or ``optim.accum`` decide when set; otherwise the largest divisor
-    of the per-device batch that is at most ``fits`` (no limit when None).
+    of the per-device batch that is at most ``fits`` (no limit when None), a multiple of
+    ``multiple_of`` where one exists (mixup needs pairs).
     """
     per_device, rest = divmod(optim.batch_size, world_size)
     if rest:
@@ -439,7 +442,8 @@ def accumulation(optim: OptimConfig, world_size: int, fits: int | None = None) -
         micro = per_device // optim.accum
     if micro is None:
         limit = per_device if fits is None else max(1, min(fits, per_device))
-        micro = max(d for d in range(1, limit + 1) if per_device % d == 0)
+        divisors = [d for d in range(1, limit + 1) if per_device % d == 0]
+        micro = max([d for d in divisors if d % multiple_of == 0] or divisors)
     steps, rest = divmod(per_device, micro)
     if rest or steps == 0:
         raise ConfigError(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vicmae.checkpoint import save_checkpoint
-from vicmae_data.atomic import atomic_open
+from vicmae_data.atomic import atomic_open, atomic_path
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -97,7 +97,12 @@ class Checkpoints:
             return None
         last = save_checkpoint(self.run_dir / LAST, state)
         if epoch_end and self.keep > 0:
-            save_checkpoint(self.run_dir / epoch_name(state["epoch"]), state)
+            # The same bytes: a hard link (no second write), a copy where links fail.
+            with atomic_path(self.run_dir / epoch_name(state["epoch"])) as tmp:
+                try:
+                    os.link(last, tmp)
+                except OSError:
+                    shutil.copyfile(last, tmp)
             kept = sorted(p for p in self.run_dir.iterdir() if _EPOCH.match(p.name))
             for old in kept[: -self.keep]:
                 old.unlink(missing_ok=True)

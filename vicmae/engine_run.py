@@ -79,7 +79,11 @@ class Run:
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def micro_batching(
-        self, model: nn.Module, probe: Callable[[int], None] | None, state_bytes_per_param: int
+        self,
+        model: nn.Module,
+        probe: Callable[[int], None] | None,
+        state_bytes_per_param: int,
+        multiple_of: int = 1,
     ) -> tuple[int, int]:
         """(micro batch per device, accumulation steps) for ``cfg.optim`` on this job.
 
@@ -96,14 +100,16 @@ class Run:
             if saved is not None and per_device % int(saved) == 0:
                 fits = int(saved)  # the resumed run's layout: the same numerics
             elif self.device.type == "cuda" and probe is not None:
-                fits = _largest_that_fits(model, probe, per_device, state_bytes_per_param)
+                fits = _largest_that_fits(
+                    model, probe, per_device, state_bytes_per_param, multiple_of
+                )
                 if self.info.distributed:
                     t = torch.tensor([fits], device=self.device)
                     dist.all_reduce(t, op=dist.ReduceOp.MIN)
                     fits = int(t.item())
             elif self.device.type != "cuda":
                 fits = CPU_MICRO_BATCH_LIMIT
-        return accumulation(o, self.info.world_size, fits)
+        return accumulation(o, self.info.world_size, fits, multiple_of)
 
     def loader(
         self,
@@ -201,6 +207,11 @@ def start_run(
     seed_everything(cfg.run.seed + info.rank)  # each rank draws its own masks and augmentations
     if info.is_main:
         log.info("config:\n%s", dump_yaml(cfg).rstrip())
+        if cfg.optim.warmup_epochs > cfg.optim.epochs:
+            log.warning(
+                "optim.warmup_epochs=%g is longer than the run (optim.epochs=%d): the lr "
+                "never reaches its peak", cfg.optim.warmup_epochs, cfg.optim.epochs,
+            )  # fmt: skip
     return run
 
 
@@ -250,14 +261,19 @@ def seed_everything(seed: int) -> None:
 
 
 def _largest_that_fits(
-    model: nn.Module, probe: Callable[[int], None], per_device: int, state_bytes_per_param: int
+    model: nn.Module,
+    probe: Callable[[int], None],
+    per_device: int,
+    state_bytes_per_param: int,
+    multiple_of: int = 1,
 ) -> int:
     """Binary search over the divisors of ``per_device`` with real forward+backward passes.
 
     RNG states and buffers (BatchNorm statistics) are put back afterwards, so probing
     leaves no trace in the run.
     """
-    cands = [d for d in range(1, per_device + 1) if per_device % d == 0]
+    divisors = [d for d in range(1, per_device + 1) if per_device % d == 0]
+    cands = [d for d in divisors if d % multiple_of == 0] or divisors
     total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
     params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     # Optimiser state + DDP's gradient buckets, allocated only once training starts.
@@ -277,13 +293,7 @@ def _largest_that_fits(
         torch.cuda.empty_cache()
         return ok
 
-    best, lo, hi = cands[0], 0, len(cands) - 1
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        if fits(cands[mid]):
-            best, lo = cands[mid], mid + 1
-        else:
-            hi = mid - 1
+    best = largest_passing(cands, fits)
     set_rng_state(rng)
     with torch.no_grad():
         for name, buf in model.named_buffers():
@@ -328,3 +338,16 @@ def probe_step(
         loss.backward()
 
     return probe
+
+
+def largest_passing(cands: list[int], ok: Callable[[int], bool]) -> int:
+    """The largest of the sorted ``cands`` for which ``ok`` holds, by binary search (``ok``
+    holds up to some size, then fails); ``cands[0]`` when none passes."""
+    best, lo, hi = cands[0], 0, len(cands) - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if ok(cands[mid]):
+            best, lo = cands[mid], mid + 1
+        else:
+            hi = mid - 1
+    return best

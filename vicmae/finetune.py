@@ -160,7 +160,8 @@ def finetune(
                    allow_changes=allow_changes) as run:  # fmt: skip
         model = Classifier(vicmae.encoder, classes, m.pool).to(run.device)
         loss = FinetuneLoss(cfg.augment, classes, res, run.device)
-        micro, accum = run.micro_batching(model, probe_step(run, model, loss, 1, res), 8)
+        pairs = 2 if loss.mixup is not None else 1  # mixup and cutmix mix pairs of samples
+        micro, accum = run.micro_batching(model, probe_step(run, model, loss, 1, res), 8, pairs)
         if loss.mixup is not None and micro % 2:
             raise ConfigError(f"mixup/cutmix mix pairs of samples: micro-batch {micro} is odd")
         loader = run.loader(list(cfg.data.betons), micro, num_views=1, train=True,
