@@ -134,9 +134,11 @@ def _start_wandb(run_dir: Path, project: str, config: dict[str, Any]) -> Any:
     """A W&B run that a resumed job continues (its id is kept in ``RUN_DIR/wandb_id``)."""
     import wandb  # checked at start: run.wandb=true needs it installed
 
+    from vicmae_data.atomic import write_text_atomic
+
     id_file = run_dir / "wandb_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
-    id_file.write_text(run_id)
+    write_text_atomic(id_file, run_id)
     return wandb.init(
         project=project, id=run_id, resume="allow", dir=str(run_dir), config=config,
         name=run_dir.name,
