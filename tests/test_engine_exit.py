@@ -42,11 +42,14 @@ def _pipeline_threads() -> list[threading.Thread]:
 
 
 def test_closing_an_epoch_mid_way_stops_its_loader_thread(beton):
+    before = set(_pipeline_threads())  # other tests' loaders are not this test's business
     loader = make_loader(beton, 4, num_workers=2, resolution=32)
     batches = iter(loader)
     next(batches)  # 15 batches left: the thread is decoding ahead
+    started = set(_pipeline_threads()) - before
+    assert started  # the epoch's thread was running
     batches.close()
-    assert _pipeline_threads() == []
+    assert [t for t in started if t.is_alive()] == []
 
 
 def _cli(*args: str) -> list[str]:

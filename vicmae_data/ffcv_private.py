@@ -83,12 +83,13 @@ class OrderFactory(TraversalOrder):
         raise NotImplementedError
 
 
-class _LockedEpochIterator(EpochIterator):
+class _ClosingEpochIterator(EpochIterator):
+    """ffcv's EpochIterator whose ``close`` stops its thread and waits for it."""
+
     def run_pipeline(self, b_ix, batch_indices, batch_slot, cuda_event):
         if self.terminate_event.is_set():  # closed: decode nothing more
             return None
-        with _PIPELINE_LOCK:
-            return super().run_pipeline(b_ix, batch_indices, batch_slot, cuda_event)
+        return super().run_pipeline(b_ix, batch_indices, batch_slot, cuda_event)
 
     def close(self) -> None:
         """Stop the pipeline thread, and wait for it, before its memory is released.
@@ -106,6 +107,14 @@ class _LockedEpochIterator(EpochIterator):
                     self.output_queue.get_nowait()  # room for the thread's last put
                 self.join(0.05)
         super().close()
+
+
+class _LockedEpochIterator(_ClosingEpochIterator):
+    """One pipeline at a time across every loader (numba's workqueue threading layer)."""
+
+    def run_pipeline(self, b_ix, batch_indices, batch_slot, cuda_event):
+        with _PIPELINE_LOCK:
+            return super().run_pipeline(b_ix, batch_indices, batch_slot, cuda_event)
 
 
 class FileLoader(Loader):
@@ -151,4 +160,4 @@ class FileLoader(Loader):
         self.next_epoch += 1
         if self.code is None or self.recompile:
             self.generate_code()
-        return (_LockedEpochIterator if self.serialise else EpochIterator)(self, selected)
+        return (_LockedEpochIterator if self.serialise else _ClosingEpochIterator)(self, selected)
