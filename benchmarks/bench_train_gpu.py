@@ -1,7 +1,7 @@
 """Pretraining throughput on one GPU: samples/s, model FLOPs utilisation, peak memory.
 
-Times the engine's own step, ``vicmae.engine.train_step``, with the pretraining job's own
-pieces (``vicmae.trainer.PretrainLoss``: normalisation and colour augmentation on the
+Times the engine's own step, ``vicmae.engine.loop.train_step``, with the pretraining job's own
+pieces (``vicmae.jobs.pretrain.PretrainLoss``: normalisation and colour augmentation on the
 device, reconstruction + lambda x contrastive; the engine's AdamW; bf16 autocast; the
 loss scaler; ``--accum`` micro-batches per step), on synthetic uint8 batches already on the
 GPU, so the number is the model's, not the loader's (``make bench-loader`` measures that).
@@ -87,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     from vicmae.config import OptimConfig, load_config
-    from vicmae.engine import StepInfo, train_step
-    from vicmae.engine_run import build_optimizer
-    from vicmae.model import ViCMAE
-    from vicmae.trainer import PretrainLoss
+    from vicmae.engine.loop import StepInfo, train_step
+    from vicmae.engine.setup import build_optimizer
+    from vicmae.jobs.pretrain import PretrainLoss
+    from vicmae.model.vicmae import ViCMAE
     from vicmae_data import Batch
 
     torch.manual_seed(0)
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "mask_ratio": cfg.model.mask_ratio,
         "batch": args.batch,
         "accum": args.accum,
-        "step": "vicmae.engine.train_step with vicmae.trainer.PretrainLoss",
+        "step": "vicmae.engine.loop.train_step with vicmae.jobs.pretrain.PretrainLoss",
         "precision": args.precision if use_amp else "fp32",
         "compile": args.compile,
         "steps": args.steps,

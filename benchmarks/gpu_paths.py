@@ -57,7 +57,7 @@ def skip(reason: str) -> dict:
 
 
 def tiny_model(device: torch.device) -> nn.Module:
-    from vicmae.model import ModelConfig, ViCMAE
+    from vicmae.model.vicmae import ModelConfig, ViCMAE
 
     torch.manual_seed(0)
     return ViCMAE(ModelConfig(**TINY)).to(device)
@@ -101,7 +101,7 @@ def trainer_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Opt
     """The optimiser the trainer builds for ``model``, wherever the engine keeps its builder."""
     from vicmae.config import TrainConfig
 
-    for module in ("vicmae.engine_run", "vicmae.engine", "vicmae.trainer"):
+    for module in ("vicmae.engine.setup", "vicmae.engine.loop", "vicmae.jobs.pretrain"):
         try:
             build = getattr(importlib.import_module(module), "build_optimizer", None)
         except ImportError:
@@ -111,7 +111,9 @@ def trainer_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Opt
         if next(iter(inspect.signature(build).parameters)) == "model":
             return build(model, TrainConfig(), device)  # build_optimizer(model, cfg, device)
         return build(model, TrainConfig().optim, device)  # (params, optim config, device)
-    raise ImportError("no build_optimizer in vicmae.engine_run, vicmae.engine, vicmae.trainer")
+    raise ImportError(
+        "no build_optimizer in vicmae.engine.setup, vicmae.engine.loop, vicmae.jobs.pretrain"
+    )
 
 
 def check_fused_adamw(device: torch.device) -> dict:

@@ -1,10 +1,11 @@
 """`vicmae`: pretrain, probe, fine-tune, export and plot.
 
 Every command collects its options, lets the library build the config
-(`vicmae.engine_launch.job_config`: one parser for the three jobs) and calls one library
-function (`vicmae.trainer.pretrain`, `vicmae.linprobe.linprobe`, `vicmae.finetune.finetune`,
-`vicmae.export.export_timm`, `vicmae.plot.plot_run`). Errors are one line; a job stopped by
-SIGTERM/SIGUSR1 saves `last.pt` and exits with status 75 (requeue me).
+(`vicmae.engine.launch.job_config`: one parser for the three jobs) and calls one library
+function (`vicmae.jobs.pretrain.pretrain`, `vicmae.jobs.linprobe.linprobe`,
+`vicmae.jobs.finetune.finetune`, `vicmae.export.export_timm`, `vicmae.plot.plot_run`).
+Errors are one line; a job stopped by SIGTERM/SIGUSR1 saves `last.pt` and exits with status
+75 (requeue me).
 """
 
 from __future__ import annotations
@@ -130,11 +131,11 @@ def _job(
     print_config: bool,
 ) -> Any:
     """Build the config (library), check the data, run; every failure one line."""
-    from vicmae.checkpoint import CheckpointError
     from vicmae.config import ConfigError, dump_yaml
-    from vicmae.engine import NonFiniteLossError
-    from vicmae.engine_launch import job_config, split_resume_target
-    from vicmae.engine_signals import REQUEUE_EXIT_CODE, StoppedBySignal
+    from vicmae.engine.checkpoint import CheckpointError
+    from vicmae.engine.launch import job_config, split_resume_target
+    from vicmae.engine.loop import NonFiniteLossError
+    from vicmae.engine.signals import REQUEUE_EXIT_CODE, StoppedBySignal
 
     try:
         overrides, target = split_resume_target(list(args or []), resume)
@@ -187,7 +188,7 @@ def pretrain_cmd(
 
     Example: vicmae train pretrain --beton k400.beton --out runs/k400 --epochs 400
     """
-    from vicmae.trainer import pretrain
+    from vicmae.jobs.pretrain import pretrain
 
     flags = dict(betons=beton, out=out, epochs=epochs, batch_size=batch_size, blr=blr,
                  accum=accum, keep=keep, arch=arch, mask_ratio=mask_ratio)  # fmt: skip
@@ -233,7 +234,7 @@ def linprobe_cmd(
 
     Example: vicmae train linprobe -b train.beton --val-beton val.beton --checkpoint ckpt.pt
     """
-    from vicmae.linprobe import linprobe
+    from vicmae.jobs.linprobe import linprobe
 
     flags = dict(betons=beton, val_beton=val_beton, checkpoint=checkpoint,
                  random_init=random_init, out=out, epochs=epochs, batch_size=batch_size,
@@ -270,7 +271,7 @@ def finetune_cmd(
 
     Example: vicmae train finetune -b train.beton --val-beton val.beton --checkpoint ckpt.pt
     """
-    from vicmae.finetune import finetune
+    from vicmae.jobs.finetune import finetune
 
     flags = dict(betons=beton, val_beton=val_beton, checkpoint=checkpoint, out=out,
                  epochs=epochs, batch_size=batch_size, blr=blr, accum=accum, keep=keep,

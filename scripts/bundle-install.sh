@@ -59,7 +59,7 @@ EOF
     source "$target/env.sh"
     "$python" - <<'PY'
 import ffcv.libffcv  # noqa: F401  ffcv's extension: links OpenCV and libturbojpeg
-import vicmae.trainer  # noqa: F401
+import vicmae.jobs.pretrain  # noqa: F401
 from vicmae_data import make_loader  # noqa: F401  the loader, which opens libwebp
 
 # Where each native library came from: the bundle's lib/ or the node.

@@ -15,9 +15,9 @@ import sys
 import torch.distributed as dist
 
 from vicmae.config import JOB_CONFIGS, load_config
-from vicmae.finetune import finetune
-from vicmae.linprobe import linprobe
-from vicmae.trainer import pretrain
+from vicmae.jobs.finetune import finetune
+from vicmae.jobs.linprobe import linprobe
+from vicmae.jobs.pretrain import pretrain
 
 TINY_MODEL = [
     "model.arch=vit_pico_patch8", "model.decoder_dim=32", "model.decoder_depth=1",

@@ -20,5 +20,5 @@ def test_bench_train_gpu_smoke_times_the_engine_step(tmp_path):
             "model.projector_dims=[64,64,64]"]  # fmt: skip
     assert bench.main(args) == 0
     result = json.loads(out.read_text())
-    assert result["step"].startswith("vicmae.engine.train_step")
+    assert result["step"].startswith("vicmae.engine.loop.train_step")
     assert result["samples_per_s"] > 0 and result["gflops_per_sample"] > 0

@@ -15,7 +15,7 @@ import torch
 from tiny_data import make_tiny_beton
 from typer.testing import CliRunner
 
-from vicmae.checkpoint import (
+from vicmae.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
     rng_state,

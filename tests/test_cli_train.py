@@ -9,10 +9,10 @@ from tiny_data import make_tiny_beton
 from typer.testing import CliRunner
 
 import vicmae
-from vicmae.checkpoint import save_checkpoint
 from vicmae.config import load_config, to_dict
-from vicmae.logging_utils import MetricsLogger
-from vicmae.model import ViCMAE
+from vicmae.engine.checkpoint import save_checkpoint
+from vicmae.engine.metrics import MetricsLogger
+from vicmae.model.vicmae import ViCMAE
 from vicmae_cli.train import app
 
 runner = CliRunner()

@@ -17,8 +17,8 @@ from vicmae.config import (
     load_config,
     to_dict,
 )
-from vicmae.losses import lambda_schedule
-from vicmae.schedules import per_step, scaled_lr, warmup_cosine
+from vicmae.engine.schedules import per_step, scaled_lr, warmup_cosine
+from vicmae.model.losses import lambda_schedule
 
 
 def test_defaults_are_the_papers():
@@ -131,7 +131,7 @@ def test_lambda_per_step():
 
 def test_accumulation_layouts():
     from vicmae.config import OptimConfig, accumulation
-    from vicmae.engine_run import largest_passing
+    from vicmae.engine.setup import largest_passing
 
     o = OptimConfig(batch_size=96)
     assert accumulation(o, 2) == (48, 1)  # no limit: one forward per device

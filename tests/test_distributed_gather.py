@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from torch.nn.functional import normalize
 
 from vicmae.distributed import gather_with_grad, get_rank, get_world_size
-from vicmae.losses import contrastive_loss
+from vicmae.model.losses import contrastive_loss
 
 WORLD = 2
 N_LOCAL, DIM, TAU = 3, 8, 0.2

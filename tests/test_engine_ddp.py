@@ -17,9 +17,9 @@ import pytest
 import torch
 from tiny_data import make_tiny_beton
 
-from vicmae.checkpoint import load_checkpoint, save_checkpoint
 from vicmae.config import load_config, to_dict
-from vicmae.model import ViCMAE
+from vicmae.engine.checkpoint import load_checkpoint, save_checkpoint
+from vicmae.model.vicmae import ViCMAE
 
 JOB = Path(__file__).with_name("ddp_resume_job.py")
 

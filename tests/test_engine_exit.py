@@ -20,8 +20,8 @@ import pytest
 from ffcv.loader.epoch_iterator import EpochIterator
 from tiny_data import make_tiny_beton
 
-from vicmae.checkpoint import load_checkpoint
-from vicmae.engine_signals import REQUEUE_EXIT_CODE
+from vicmae.engine.checkpoint import load_checkpoint
+from vicmae.engine.signals import REQUEUE_EXIT_CODE
 from vicmae_data import make_loader
 
 TINY = [

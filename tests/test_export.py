@@ -11,10 +11,10 @@ import timm
 import torch
 from typer.testing import CliRunner
 
-from vicmae.checkpoint import rng_state
+from vicmae.engine.checkpoint import rng_state
 from vicmae.export import export_timm, timm_create_args, timm_create_call
-from vicmae.model import ModelConfig, ViCMAE
-from vicmae.vit import ViTEncoder
+from vicmae.model.vicmae import ModelConfig, ViCMAE
+from vicmae.model.vit import ViTEncoder
 from vicmae_cli.train import app
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -10,12 +10,12 @@ from PIL import Image
 from tiny_data import make_tiny_beton
 from typer.testing import CliRunner
 
-from vicmae.checkpoint import load_checkpoint, save_checkpoint
 from vicmae.config import AugmentConfig, FinetuneConfig, LinprobeConfig, load_config, to_dict
-from vicmae.engine_eval import accuracy, classification_metrics, encoder_features
-from vicmae.finetune import Classifier, FinetuneLoss
-from vicmae.model import ViCMAE
-from vicmae.vit import ViTEncoder
+from vicmae.engine.checkpoint import load_checkpoint, save_checkpoint
+from vicmae.engine.evaluation import accuracy, classification_metrics, encoder_features
+from vicmae.jobs.finetune import Classifier, FinetuneLoss
+from vicmae.model.vicmae import ViCMAE
+from vicmae.model.vit import ViTEncoder
 from vicmae_cli.train import app
 
 TINY = [

@@ -8,7 +8,7 @@ import logging
 from rich.console import Console
 from rich.logging import RichHandler
 
-from vicmae.logging_utils import MetricsLogger
+from vicmae.engine.metrics import MetricsLogger
 from vicmae_cli import train as cli
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn.functional import cross_entropy, normalize
 
-from vicmae.losses import (
+from vicmae.model.losses import (
     contrastive_loss,
     cross_view_info_nce,
     lambda_schedule,

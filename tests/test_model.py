@@ -10,11 +10,11 @@ import timm
 import torch
 from torch import nn
 
-from vicmae.losses import contrastive_loss
-from vicmae.model import ModelConfig, ViCMAE, patchify, unpatchify
-from vicmae.param_groups import param_groups
-from vicmae.pos_embed import sincos_2d
-from vicmae.vit import ViTArch, ViTEncoder, vit_arch
+from vicmae.engine.param_groups import param_groups
+from vicmae.model.losses import contrastive_loss
+from vicmae.model.pos_embed import sincos_2d
+from vicmae.model.vicmae import ModelConfig, ViCMAE, patchify, unpatchify
+from vicmae.model.vit import ViTArch, ViTEncoder, vit_arch
 
 TINY = dict(arch="vit_pico_patch8", img_size=32, decoder_dim=32, decoder_depth=1, decoder_heads=2)
 
@@ -307,17 +307,25 @@ def test_encoder_sizes_match_timm(arch: str, timm_name: str) -> None:
     assert spec.num_heads == theirs.blocks[0].attn.num_heads
 
 
-def test_param_groups_no_decay_on_norms_biases_tokens() -> None:
+def test_param_groups_follow_the_authors_rule() -> None:
+    """timm's param_groups_weight_decay with no exemption list (the authors' pretrain.py):
+    1-D tensors and biases are exempt; the 3-D class and mask tokens are decayed."""
+    from timm.optim import param_groups_weight_decay
+
     model = ViCMAE(CONFIGS["mean"])
     groups = param_groups(model, weight_decay=0.05)
     by_decay = {g["weight_decay"]: set(g["param_names"]) for g in groups}
     decay, no_decay = by_decay[0.05], by_decay[0.0]
-    assert {"encoder.cls_token", "mask_token", "encoder.norm.weight"} <= no_decay
-    assert {"encoder.blocks.0.norm1.bias", "projector.1.weight", "decoder_pred.bias"} <= no_decay
-    assert {"encoder.blocks.0.attn.qkv.weight", "encoder.patch_embed.proj.weight"} <= decay
+    assert {"encoder.norm.weight", "encoder.blocks.0.norm1.bias", "decoder_pred.bias"} <= no_decay
+    assert {"encoder.cls_token", "mask_token", "encoder.blocks.0.attn.qkv.weight"} <= decay
     assert all(not n.endswith(".bias") for n in decay)
     n_all = sum(1 for p in model.parameters() if p.requires_grad)
     assert sum(len(g["params"]) for g in groups) == n_all
+    # The same split as timm's own function, parameter for parameter.
+    theirs = {g["weight_decay"]: {id(p) for p in g["params"]} for g in
+              param_groups_weight_decay(model, 0.05)}  # fmt: skip
+    ours = {g["weight_decay"]: {id(p) for p in g["params"]} for g in groups}
+    assert ours == theirs
     torch.optim.AdamW(groups, lr=1e-3)  # the groups are valid optimizer input
 
 

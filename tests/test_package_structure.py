@@ -1,4 +1,4 @@
-"""The data package's shape: no import cycle between its modules, each imports on its own."""
+"""The packages' shape: no import cycle between their modules, each imports on its own."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+import vicmae
 import vicmae_data
 
 PACKAGE = Path(vicmae_data.__file__).parent
 ROOT = PACKAGE.parent
+MODEL_PACKAGE = Path(vicmae.__file__).parent
 
 
 def _module_name(path: Path) -> str:
@@ -20,8 +22,8 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+def _modules(package: Path = PACKAGE) -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(package.rglob("*.py"))}
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -59,8 +61,8 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     return {m for m in found if m in known and m != name}
 
 
-def _import_graph() -> dict[str, set[str]]:
-    modules = _modules()
+def _import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    modules = _modules(package)
     known = set(modules)
     return {name: _imports(name, path, known) for name, path in modules.items()}
 
@@ -104,9 +106,18 @@ def test_the_graph_sees_imports_inside_functions():
     assert "vicmae_data.load.crops" in graph["vicmae_data.load.kernels"]
 
 
-def test_no_import_cycle_in_vicmae_data():
-    cycle = _find_cycle(_import_graph())
+@pytest.mark.parametrize("package", [PACKAGE, MODEL_PACKAGE], ids=["vicmae_data", "vicmae"])
+def test_no_import_cycle(package):
+    cycle = _find_cycle(_import_graph(package))
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_model_does_not_depend_on_the_engine_or_the_jobs():
+    """model/ is what an exported encoder needs: it never reaches into training code."""
+    for name, deps in _import_graph(MODEL_PACKAGE).items():
+        if name.startswith("vicmae.model"):
+            bad = {d for d in deps if d.startswith(("vicmae.engine", "vicmae.jobs"))}
+            assert not bad, f"{name} imports {sorted(bad)}"
 
 
 def test_format_does_not_depend_on_later_stages_at_import_time():

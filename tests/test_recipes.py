@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vicmae.config import load_config, to_dict
-from vicmae.model import ViCMAE
+from vicmae.model.vicmae import ViCMAE
 
 CONFIGS = Path(__file__).resolve().parents[1] / "vicmae" / "configs"
 README = Path(__file__).resolve().parents[1] / "README.md"

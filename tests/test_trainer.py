@@ -11,9 +11,9 @@ import torch
 from tiny_data import make_tiny_beton
 from typer.testing import CliRunner
 
-from vicmae.checkpoint import load_checkpoint
 from vicmae.config import load_config
-from vicmae.trainer import NonFiniteLossError, pretrain
+from vicmae.engine.checkpoint import load_checkpoint
+from vicmae.jobs.pretrain import NonFiniteLossError, pretrain
 from vicmae_cli.train import app
 
 TINY = [

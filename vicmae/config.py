@@ -35,8 +35,8 @@ from vicmae.config_io import (
     read_yaml,
     to_dict,
 )
-from vicmae.model import ModelConfig
-from vicmae.vit import VIT_ARCHS
+from vicmae.model.vicmae import ModelConfig
+from vicmae.model.vit import VIT_ARCHS
 
 T = TypeVar("T")
 
@@ -49,7 +49,9 @@ class OptimConfig:
 
     name: Literal["adamw", "sgd"] = "adamw"  # Table 5
     base_lr: float = 1.5e-4  # Table 5; lr = base_lr x batch_size / 256 (appendix A)
-    weight_decay: float = 0.05  # Table 5; never on norms, biases, tokens, position embeddings
+    # Table 5. Not on biases and 1-D weights; on the tokens: timm's param_groups_weight_decay
+    # as the authors' pretrain.py calls it (the paper is silent on which tensors decay).
+    weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)  # Table 5 (AdamW)
     momentum: float = 0.9  # SGD only
     # The global batch of one optimiser step: micro_batch x accum x world size.

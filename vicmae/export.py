@@ -16,7 +16,7 @@ encoder's features from the file, e.g. for a ViT-B/16 pretrained at 224::
 - Another architecture than timm's named ones (e.g. ``vit_pico_patch8``) or another
   resolution adds ``embed_dim``, ``depth``, ``num_heads``, ``patch_size`` and ``img_size``.
   At another ``img_size`` timm resamples the position table bicubically on load, exactly
-  as this project's encoder does (``vicmae.pos_embed``), so the features agree.
+  as this project's encoder does (``vicmae.model.pos_embed``), so the features agree.
 
 timm loads strictly when the model's ``num_classes`` equals the pretrained config's (1000
 for ``vit_*_224``), so by default the file carries a zero classifier ``head`` of 1000
@@ -36,8 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vicmae.checkpoint import load_checkpoint, unwrapped_name
-from vicmae.vit import VIT_ARCHS, vit_arch
+from vicmae.engine.checkpoint import load_checkpoint, unwrapped_name
+from vicmae.model.vit import VIT_ARCHS, vit_arch
 from vicmae_data.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def timm_create_args(
     """The ``timm.create_model`` arguments that rebuild the encoder's features from ``file``.
 
     Args:
-        arch: our architecture name (``vicmae.vit.VIT_ARCHS``).
+        arch: our architecture name (``vicmae.model.vit.VIT_ARCHS``).
         file: the exported state dict.
         img_size: the input size to use the model at (timm resamples the positions).
         pool: ``"cls"`` (the class token, paper appendix A) or ``"mean"`` (patch mean).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vicmae.logging_utils import read_metrics
+from vicmae.engine.metrics import read_metrics
 
 LOSS_KEYS = ("loss", "loss_recon", "loss_contrastive", "val_loss")
 ACCURACY_KEYS = ("val_top1", "val_top5")

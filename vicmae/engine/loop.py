@@ -1,8 +1,8 @@
 """The training engine every job runs: one ``train_step``, one loop (like nanoGPT's, importable).
 
-A job (``vicmae.trainer.pretrain``, ``vicmae.linprobe.linprobe``, ``vicmae.finetune.finetune``)
-builds its model, optimiser, loader and loss, puts them in a :class:`Job`, and calls
-:func:`fit`, which:
+A job (``vicmae.jobs.pretrain.pretrain``, ``vicmae.jobs.linprobe.linprobe``,
+``vicmae.jobs.finetune.finetune``) builds its model, optimiser, loader and loss, puts them
+in a :class:`Job`, and calls :func:`fit`, which:
 
 - restores a resumed run exactly (weights, optimiser, scaler, every rank's RNG, and the
   position inside the epoch: the loader's order and crops are a function of seed and
@@ -37,13 +37,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from vicmae.checkpoint import rng_state
 from vicmae.config import to_dict
 from vicmae.distributed import barrier
-from vicmae.engine_ckpt import Checkpoints, truncate_metrics
-from vicmae.engine_run import Run, restore_rng
-from vicmae.engine_signals import StoppedBySignal, stop_on_signals
-from vicmae.logging_utils import MetricsLogger
+from vicmae.engine.checkpoint import rng_state
+from vicmae.engine.metrics import MetricsLogger
+from vicmae.engine.run_folder import Checkpoints, truncate_metrics
+from vicmae.engine.setup import Run, restore_rng
+from vicmae.engine.signals import StoppedBySignal, stop_on_signals
+from vicmae.engine.step_info import StepInfo
 
 log = logging.getLogger("vicmae")
 
@@ -54,23 +55,6 @@ LossFn = Callable[[nn.Module, Any, "StepInfo"], tuple[Tensor, Tensor]]
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; nothing computed after the last finite step was saved."""
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """Where a forward pass is: global optimiser step, micro-step, epoch, rank."""
-
-    step: int
-    micro: int
-    epoch: int
-    rank: int
-    seed: int
-
-    def generator(self, device: torch.device) -> torch.Generator:
-        """A generator seeded by (seed, step, micro, rank): the same draws after a resume."""
-        gen = torch.Generator(device=device)
-        gen.manual_seed(mix_seed(self.seed, self.step, self.micro, self.rank))
-        return gen
 
 
 @dataclass
@@ -393,11 +377,3 @@ class _Batches:
         close = getattr(self._it, "close", None)
         if close is not None:
             close()
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from several integers (distinct parts give distinct seeds)."""
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (p + 0x632BE59BD9B4E019 + (h << 6) + (h >> 2))) & (2**63 - 1)
-    return h

@@ -8,7 +8,7 @@ Two views of one video (two frames) or of one image (two augmentations) go throu
 same encoder (shared weights: the siamese case with negatives), each with its own random
 mask. View 0 is reconstructed (Algorithm 1 reconstructs f_i only), or both views with
 their losses averaged (the authors' code); the visible-token outputs of both views are
-pooled, projected and contrasted (``vicmae.losses`` has the forms and their sources).
+pooled, projected and contrasted (``vicmae.model.losses`` has the forms and their sources).
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from vicmae.losses import (
+from vicmae.model.losses import (
     CONTRASTIVE_FORMS,
     ContrastiveForm,
     contrastive_loss,
     reconstruction_loss,
 )
-from vicmae.pos_embed import resample_pos_embed_hook, sincos_2d
-from vicmae.vit import ViTEncoder, init_weights, make_blocks, vit_arch
+from vicmae.model.pos_embed import resample_pos_embed_hook, sincos_2d
+from vicmae.model.vit import ViTEncoder, init_weights, make_blocks, vit_arch
 
 __all__ = ["ModelConfig", "ViCMAE", "ViCMAEOutput", "patchify", "unpatchify"]
 

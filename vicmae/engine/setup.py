@@ -23,7 +23,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from vicmae.checkpoint import load_checkpoint, rng_state, set_rng_state
 from vicmae.config import (
     ConfigError,
     LoaderConfig,
@@ -33,7 +32,8 @@ from vicmae.config import (
     resume_differences,
 )
 from vicmae.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
-from vicmae.engine_ckpt import (
+from vicmae.engine.checkpoint import load_checkpoint, rng_state, set_rng_state
+from vicmae.engine.run_folder import (
     RunFolderError,
     clear_run_dir,
     find_checkpoint,
@@ -309,7 +309,7 @@ def build_optimizer(
 
     Group ``lr`` values are set by the engine every step from its schedule.
     """
-    from vicmae.param_groups import param_groups
+    from vicmae.engine.param_groups import param_groups
 
     groups = param_groups(params, optim.weight_decay) if isinstance(params, nn.Module) else params
     if optim.name == "sgd":
@@ -325,7 +325,7 @@ def probe_step(
 
     What :meth:`Run.micro_batching` measures GPU memory with (never called on a CPU).
     """
-    from vicmae.engine import StepInfo
+    from vicmae.engine.step_info import StepInfo
     from vicmae_data import Batch
 
     def probe(m: int) -> None:

@@ -1,7 +1,7 @@
 """ViC-MAE pretraining: the model, its loss and its schedules, handed to the engine.
 
 Runs on one CPU, one GPU, or several GPU nodes under ``torchrun``; the engine
-(:mod:`vicmae.engine`) does the rest: accumulation, autocast, exact resume, checkpoints,
+(:mod:`vicmae.engine.loop`) does the rest: accumulation, autocast, exact resume, checkpoints,
 metrics, stop signals.
 
 Example::
@@ -20,11 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from vicmae.config import TrainConfig
-from vicmae.engine import FitResult, Job, NonFiniteLossError, StepInfo, fit
-from vicmae.engine_run import build_optimizer, probe_step, start_run
-from vicmae.losses import lambda_schedule
-from vicmae.model import ViCMAE
-from vicmae.schedules import per_step, scaled_lr, warmup_cosine
+from vicmae.engine.loop import FitResult, Job, NonFiniteLossError, StepInfo, fit
+from vicmae.engine.schedules import per_step, scaled_lr, warmup_cosine
+from vicmae.engine.setup import build_optimizer, probe_step, start_run
+from vicmae.model.losses import lambda_schedule
+from vicmae.model.vicmae import ViCMAE
 
 __all__ = ["NonFiniteLossError", "PretrainLoss", "pretrain"]
 
@@ -62,7 +62,7 @@ def pretrain(
 ) -> FitResult:
     """Pretrain ViC-MAE as ``cfg`` says; checkpoints and metrics go to ``cfg.run.out``.
 
-    ``resume``/``overwrite``/``allow_changes``: see :func:`vicmae.engine_run.start_run`.
+    ``resume``/``overwrite``/``allow_changes``: see :func:`vicmae.engine.setup.start_run`.
     """
     if not cfg.data.betons:
         raise ValueError("no .beton to train on (data.betons is empty)")

@@ -15,7 +15,7 @@ from timm.layers import LayerNorm, PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from vicmae.pos_embed import resample_pos_embed_hook, sincos_2d
+from vicmae.model.pos_embed import resample_pos_embed_hook, sincos_2d
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,11 @@ class ViTEncoder(nn.Module):
             del self._buffers["pos_embed"]
             self.pos_embed = nn.Parameter(table)
         return self
+
+    def no_weight_decay(self) -> set[str]:
+        """Names exempt from weight decay when this encoder is trained alone (fine-tuning),
+        timm's ``VisionTransformer.no_weight_decay`` (``dist_token`` aside; we have none)."""
+        return {"pos_embed", "cls_token"}
 
     def embed_patches(self, imgs: Tensor) -> Tensor:
         """imgs: (N, 3, H, W) -> patch tokens with positions added: (N, L, D)."""

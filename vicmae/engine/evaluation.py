@@ -19,10 +19,10 @@ import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812 (torch's convention)
 from torch import Tensor, nn
 
-from vicmae.checkpoint import load_checkpoint, model_state
 from vicmae.config import ConfigError, EvalModelConfig, check_resolution
-from vicmae.engine_run import Run
-from vicmae.model import ModelConfig, ViCMAE
+from vicmae.engine.checkpoint import load_checkpoint, model_state
+from vicmae.engine.setup import Run
+from vicmae.model.vicmae import ModelConfig, ViCMAE
 
 log = logging.getLogger("vicmae")
 

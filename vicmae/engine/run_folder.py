@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from vicmae.checkpoint import save_checkpoint
+from vicmae.engine.checkpoint import save_checkpoint
 from vicmae_data.atomic import atomic_open, atomic_path
 
 LAST = "last.pt"

@@ -28,18 +28,18 @@ import torch.nn.functional as F  # noqa: N812 (torch's convention)
 from torch import Tensor, nn
 
 from vicmae.config import ConfigError, LinprobeConfig, to_dict
-from vicmae.engine import Job, StepInfo, fit
-from vicmae.engine_ckpt import write_json
-from vicmae.engine_eval import (
+from vicmae.engine.evaluation import (
     ClassifierEval,
     classification_metrics,
     count_classes,
     encoder_features,
     load_encoder,
 )
-from vicmae.engine_run import Run, build_optimizer, probe_step, start_run
-from vicmae.logging_utils import MetricsLogger
-from vicmae.schedules import scaled_lr, warmup_cosine
+from vicmae.engine.loop import Job, StepInfo, fit
+from vicmae.engine.metrics import MetricsLogger
+from vicmae.engine.run_folder import write_json
+from vicmae.engine.schedules import scaled_lr, warmup_cosine
+from vicmae.engine.setup import Run, build_optimizer, probe_step, start_run
 
 log = logging.getLogger("vicmae")
 

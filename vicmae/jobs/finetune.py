@@ -17,7 +17,7 @@ as the authors' ``image_finetune.py`` does:
   through a fresh LayerNorm, MAE's global pooling); learned position embeddings.
 
 Validation after every epoch, ``augment.test_views`` passes averaged (see
-:class:`vicmae.engine_eval.ClassifierEval`).
+:class:`vicmae.engine.evaluation.ClassifierEval`).
 
 Example::
 
@@ -36,17 +36,17 @@ import torch
 from torch import Tensor, nn
 
 from vicmae.config import AugmentConfig, ConfigError, FinetuneConfig, to_dict
-from vicmae.engine import Job, StepInfo, fit
-from vicmae.engine_ckpt import write_json
-from vicmae.engine_eval import (
+from vicmae.engine.evaluation import (
     ClassifierEval,
     count_classes,
     encoder_features,
     load_encoder,
 )
-from vicmae.engine_run import build_optimizer, probe_step, start_run
-from vicmae.schedules import scaled_lr, warmup_cosine
-from vicmae.vit import ViTEncoder
+from vicmae.engine.loop import Job, StepInfo, fit
+from vicmae.engine.run_folder import write_json
+from vicmae.engine.schedules import scaled_lr, warmup_cosine
+from vicmae.engine.setup import build_optimizer, probe_step, start_run
+from vicmae.model.vit import ViTEncoder
 
 
 class Classifier(nn.Module):

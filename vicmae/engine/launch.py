@@ -22,9 +22,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vicmae.checkpoint import load_checkpoint
 from vicmae.config import JOB_CONFIGS, ConfigError, load_config
 from vicmae.config_io import read_yaml
+from vicmae.engine.checkpoint import load_checkpoint
 
 # Typed flag -> config key, the same key in every job that has it.
 SHORTCUTS: dict[str, str] = {
