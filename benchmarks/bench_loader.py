@@ -318,14 +318,36 @@ def bench_mixed(videos: str, images: str, batch: int, workers: int, rounds: int)
     return time_epochs(lambda: loader, rounds, len(loader) * batch)
 
 
+_T0 = time.monotonic()
+
+
+def progress(what: str) -> None:
+    """One line on stderr as each figure comes in: a run cut short still shows its figures
+    and where the time went (the GPU check's log keeps it)."""
+    print(f"[bench-loader +{time.monotonic() - _T0:.0f} s] {what}", file=sys.stderr, flush=True)
+
+
+class _Results(dict):
+    """A dict of figures that reports each one as it is set."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__()
+        self.workers = workers
+
+    def __setitem__(self, key: str, value: float | None) -> None:
+        super().__setitem__(key, value)
+        progress(f"{self.workers} workers: {key}: {value or 0:.1f} samples/s")
+
+
 def run(beton, images, videos, w, b, e, baselines) -> tuple[dict, dict]:
-    results: dict[str, float | None] = {}
+    results: dict[str, float | None] = _Results(w)
     # Ours and the bound back to back, so machine load drifts least between them.
     # The default memory mode maps the file and drops this process's pages before each
     # batch (RSS bounded by the batch); os_cache keeps every touched page mapped; the
     # process cache reads whole pages per sample touched.
     results["vicmae (ffcv + libwebp)"] = bench_vicmae(beton, b, w, 3 * e, "mmap-bounded")
     bound = bench_bound(beton, w, 3 * e)
+    progress(f"{w} workers: bound: libwebp 2 full decodes: {bound:.1f} samples/s")
     results["vicmae, images alone"] = bench_vicmae(images, b, w, 3 * e, "mmap-bounded")
     results["vicmae, videos + images 1:1"] = bench_mixed(beton, images, b, w, 3 * e)
     results["vicmae, memory=os_cache"] = bench_vicmae(beton, b, w, 3 * e, "os_cache")
@@ -339,6 +361,7 @@ def run(beton, images, videos, w, b, e, baselines) -> tuple[dict, dict]:
         except ImportError:
             pass
     results["bound: libwebp 2 full decodes"] = bound
+    results = dict(results)
     ours = results["vicmae (ffcv + libwebp)"]
     alone = [results["vicmae (ffcv + libwebp)"], results["vicmae, images alone"]]
     derived = {
@@ -351,6 +374,45 @@ def run(beton, images, videos, w, b, e, baselines) -> tuple[dict, dict]:
     if baselines:
         derived["ratio_to_pyav"] = {k: v / results["PyAV Dataset"] for k, v in results.items() if v}
     return results, derived
+
+
+def baseline_notes() -> dict[str, str]:
+    """Why a loader is missing from the table (not installed here)."""
+    notes: dict[str, str] = {}
+    try:
+        import decord  # noqa: F401
+    except ImportError as exc:
+        notes["decord"] = f"not benchmarked: {exc}"
+    try:
+        import torchcodec  # noqa: F401
+
+        notes["torchcodec"] = "imports, but no Dataset for it is written yet"
+    except Exception as exc:
+        notes["torchcodec"] = f"not benchmarked: {type(exc).__name__}: {exc}"
+    return notes
+
+
+def make_report(runs: dict, args: argparse.Namespace, n_videos: int, notes: dict, start) -> dict:
+    """loader.json: the first worker count's figures at the top, every count by workers."""
+    first_w = next(iter(runs))
+    results, derived = runs[first_w]
+    ours, bound = results["vicmae (ffcv + libwebp)"], results["bound: libwebp 2 full decodes"]
+    return {
+        "samples_per_s": results,
+        **derived,
+        "workers": first_w,
+        "by_workers": {str(w): {"samples_per_s": r, **d} for w, (r, d) in runs.items()},
+        "batch_size": args.batch_size,
+        "videos": n_videos,
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "notes": notes,
+        "seconds_to_first_batch": start,
+        "targets": {
+            "vs_bound >= 0.9": ours / bound >= 0.9,
+            "mixed vs videos alone >= 0.9": derived["mixed_vs_videos_alone"] >= 0.9,
+        },
+    }
 
 
 def main() -> None:
@@ -382,6 +444,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     runs = {}
+    notes = baseline_notes()
+    start = None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.videos:
@@ -390,8 +454,10 @@ def main() -> None:
                 raise SystemExit(f"error: no .mp4 files in {args.videos}")
         else:
             videos = make_videos(tmp / "videos", args.num_videos, args.seconds, args.fps)
+            progress(f"{len(videos)} clips generated")
         beton = to_beton(videos, tmp / "bench.beton", max(args.workers), args.repeat)
         images = images_beton(beton, tmp / "images.beton")
+        progress("converted to .beton (videos, and their first frames as images)")
         start = bench_start(beton, tmp / "numba-cache") if args.start_up else None
         for w in args.workers:
             results, derived = run(
@@ -399,38 +465,12 @@ def main() -> None:
                 not args.no_baselines,
             )  # fmt: skip
             runs[w] = (results, derived)
+            # Written after every worker count: a run stopped later keeps these figures.
+            report = make_report(runs, args, len(videos), notes, start)
+            (args.out / "loader.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    notes: dict[str, str] = {}
-    try:
-        import decord  # noqa: F401
-    except ImportError as exc:
-        notes["decord"] = f"not benchmarked: {exc}"
-    try:
-        import torchcodec  # noqa: F401
-
-        notes["torchcodec"] = "imports, but no Dataset for it is written yet"
-    except Exception as exc:
-        notes["torchcodec"] = f"not benchmarked: {type(exc).__name__}: {exc}"
     first_w = args.workers[0]
     results, derived = runs[first_w]
-    ours, bound = results["vicmae (ffcv + libwebp)"], results["bound: libwebp 2 full decodes"]
-    report = {
-        "samples_per_s": results,
-        **derived,
-        "workers": first_w,
-        "by_workers": {str(w): {"samples_per_s": r, **d} for w, (r, d) in runs.items()},
-        "batch_size": args.batch_size,
-        "videos": len(videos),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "notes": notes,
-        "seconds_to_first_batch": start,
-        "targets": {
-            "vs_bound >= 0.9": ours / bound >= 0.9,
-            "mixed vs videos alone >= 0.9": derived["mixed_vs_videos_alone"] >= 0.9,
-        },
-    }
-    (args.out / "loader.json").write_text(json.dumps(report, indent=2) + "\n")
     chart(
         results, args.out / "loader.png", f"{len(videos)} clips, {first_w} workers, {cpu_model()}"
     )
