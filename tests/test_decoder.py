@@ -45,14 +45,17 @@ def make_samples(n: int) -> list[Sample]:
     return samples
 
 
-def reference_views(
-    sample: int, T: int, params: np.ndarray, interpolation: int = cv2.INTER_AREA
-) -> np.ndarray:
+def interpolation(h: int, w: int) -> int:
+    """The loader's rule: bilinear below a 2x downscale, area from 2x on."""
+    return cv2.INTER_AREA if max(h, w) / RES >= 2 else cv2.INTER_LINEAR
+
+
+def reference_views(sample: int, T: int, params: np.ndarray) -> np.ndarray:
     hw = IMAGE_HW if T == 1 else VIDEO_HW
     views = []
     for f, top, left, h, w, flip in params.tolist():
         crop = pixels(sample, f, hw)[top : top + h, left : left + w]
-        view = cv2.resize(crop, (RES, RES), interpolation=interpolation)
+        view = cv2.resize(crop, (RES, RES), interpolation=interpolation(h, w))
         views.append(view[:, ::-1] if flip else view)
     return np.stack(views).transpose(0, 3, 1, 2)  # (V, 3, R, R)
 
@@ -127,7 +130,7 @@ def test_eval_mode_center_frame_and_crop(tmp_path, caplog) -> None:
         top, left = (hw[0] - side) // 2, (hw[1] - side) // 2
         top, left = top - top % 2, left - left % 2
         crop = pixels(sample, T // 2, hw)[top : top + side, left : left + side]
-        ref = cv2.resize(crop, (RES, RES), interpolation=cv2.INTER_AREA)
+        ref = cv2.resize(crop, (RES, RES), interpolation=interpolation(side, side))
         np.testing.assert_array_equal(view, ref.transpose(2, 0, 1))
     assert loader.decode_failures == 1
 
@@ -177,7 +180,11 @@ def test_compiled_code_is_cached_on_disk_for_the_next_process(tmp_path):
     runs = []
     for _ in range(2):
         done = subprocess.run(
-            [sys.executable, "-c", script, str(beton)], env=env, capture_output=True, text=True
+            [sys.executable, "-c", script, str(beton)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,  # a warning raised in the pipeline thread hangs the process
         )
         assert done.returncode == 0, done.stderr[-2000:]
         runs.append(done.stdout + done.stderr)

@@ -27,6 +27,7 @@ from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 from numba import njit
 
+from vicmae_data.format.cvresize import HEADER_WORDS
 from vicmae_data.format.libwebp import CONFIG_WORDS
 from vicmae_data.load.kernels import (
     decode_gathered,
@@ -121,7 +122,8 @@ class WebPFramesDecoder(Operation):
             (
                 AllocationQuery(out_shape, u8),
                 AllocationQuery((max_pixels * 3,), u8),  # one decoded frame or crop
-                AllocationQuery((CONFIG_WORDS,), np.dtype("<i8")),  # WebPDecoderConfig
+                # WebPDecoderConfig, then the resize's CvMat headers
+                AllocationQuery((CONFIG_WORDS + HEADER_WORDS,), np.dtype("<i8")),
                 AllocationQuery((V, 6), np.dtype("<i4")),  # per-view parameters
                 AllocationQuery((1,), np.dtype("<u8")),  # RNG state
             ),
