@@ -169,8 +169,12 @@ def make_loader(
             "index": PipelineSpec("label", SampleIndexDecoder(), [ToTensor()]),
         }
 
-        def block_shuffle(ffcv_loader, file_seed=file_seed):
-            return BlockShuffleOrder(ffcv_loader, rank=rank, world_size=world_size, seed=file_seed)
+        page_of = np.asarray(beton.frames_meta["ptr"], dtype=np.int64) // beton.page_size
+
+        def block_shuffle(ffcv_loader, file_seed=file_seed, page_of=page_of):
+            return BlockShuffleOrder(
+                ffcv_loader, page_of=page_of, rank=rank, world_size=world_size, seed=file_seed
+            )
 
         good = _readable_samples(beton)
         try:

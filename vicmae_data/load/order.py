@@ -82,12 +82,18 @@ def block_shuffle_order(
 
 
 class BlockShuffleOrder(TraversalOrder):
-    """Page-aware, seeded, rank-split order (see the module docstring)."""
+    """Page-aware, seeded, rank-split order (see the module docstring).
+
+    ``page_of[i]`` is the page holding sample ``i``'s frames (``ptr // page_size`` of its
+    table row), for every sample of the file; the order uses it for the samples the loader
+    reads (its ``indices``).
+    """
 
     def __init__(
         self,
         loader: Loader,
         *,
+        page_of: np.ndarray,
         rank: int | None = None,
         world_size: int | None = None,
         seed: int = 0,
@@ -100,11 +106,8 @@ class BlockShuffleOrder(TraversalOrder):
             world_size = auto_world if world_size is None else world_size
         self.rank, self.world_size, self.seed = int(rank), int(world_size), int(seed)
         self.distributed = self.world_size > 1
-        to_pages = loader.memory_manager.sample_to_pages
-        self.page_of = np.array(
-            [min(to_pages[int(i)]) if to_pages[int(i)] else 0 for i in self.indices],
-            dtype=np.int64,
-        )
+        # page_of[i]: the page of sample i's frames (from the file's own table).
+        self.page_of = np.asarray(page_of, dtype=np.int64)[np.asarray(self.indices, np.int64)]
         num_pages = max(1, len(np.unique(self.page_of)))
         per_page = len(self.indices) / num_pages
         self.window = max(int(np.ceil(per_page * window_pages)), 2 * loader.batch_size)
