@@ -274,8 +274,9 @@ def loader(chk: Check, s: Settings) -> None:
     cap = max(s.caps["loader"], chk.deadline - t0 - 5)
     out = Path(tempfile.mkdtemp(prefix="vicmae-loader-"))
     workers = ",".join(str(w) for w in s.loader_workers)
-    cmd = [PY, str(HERE / "bench_loader.py"), "--workers", workers, "--out", str(out),
-           *s.loader_args]  # fmt: skip
+    # --scaling: only the default loader and the decode bound at each count.
+    cmd = [PY, str(HERE / "bench_loader.py"), "--workers", workers, "--scaling", "--out",
+           str(out), *s.loader_args]  # fmt: skip
     rc, _ = chk.run(cmd, cap)
     done = json.loads((out / "loader.json").read_text()) if (out / "loader.json").is_file() else {}
     shutil.rmtree(out, ignore_errors=True)
