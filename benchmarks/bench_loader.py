@@ -14,7 +14,7 @@ video, random resized crop + flip), same number of CPU workers:
    and against the sum of its two parts.
 
 Contenders are timed round-robin, one epoch each per round, and the best round of each
-is kept. ``--scaling`` times only 1. (default mode) and 4., for a worker-scaling run.
+is kept. ``--scaling`` times only 1. (default mode), 2. and 4., for a worker-scaling run.
 
 Prints a table per worker count, writes ``benchmarks/results/loader.json`` and
 ``loader.png``.
@@ -450,8 +450,8 @@ def main() -> None:
     parser.add_argument(
         "--scaling",
         action="store_true",
-        help="only the default loader and the decode bound, at each --workers count (what "
-        "a worker-scaling run needs; implies --no-baselines)",
+        help="only the default loader, the decode bound and the PyAV baseline (unless "
+        "--no-baselines), at each --workers count: what a worker-scaling run needs",
     )
     parser.add_argument(
         "--start-up",
@@ -483,7 +483,7 @@ def main() -> None:
         for w in args.workers:
             results, derived = run(
                 beton, images, videos * args.repeat, w, args.batch_size, args.rounds,
-                not (args.no_baselines or args.scaling), args.scaling,
+                not args.no_baselines, args.scaling,
             )  # fmt: skip
             runs[w] = (results, derived)
             # Written after every worker count: a run stopped later keeps these figures.

@@ -274,7 +274,7 @@ def loader(chk: Check, s: Settings) -> None:
     cap = max(s.caps["loader"], chk.deadline - t0 - 5)
     out = Path(tempfile.mkdtemp(prefix="vicmae-loader-"))
     workers = ",".join(str(w) for w in s.loader_workers)
-    # --scaling: only the default loader and the decode bound at each count.
+    # --scaling: the default loader, PyAV and the decode bound at each count.
     cmd = [PY, str(HERE / "bench_loader.py"), "--workers", workers, "--scaling", "--out",
            str(out), *s.loader_args]  # fmt: skip
     rc, _ = chk.run(cmd, cap)
