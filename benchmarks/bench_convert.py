@@ -279,10 +279,10 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    _print(result)
+    _print(result, args.out)
 
 
-def _print(r: dict) -> None:
+def _print(r: dict, out: Path) -> None:
     b = r["bound"]
     print(f"{r['items']} items, {b['frames']} frames; source {r['source_bytes'] / 1e6:.1f} MB")
     print(f"{'':>22} {'items/s':>8} {'frames/s':>9} {'fr/s/worker':>12} {'vs bound':>9}")
@@ -315,7 +315,7 @@ def _print(r: dict) -> None:
     )
     if r["storage"]:
         print_storage(r["storage"])
-    print(f"wrote {RESULTS}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

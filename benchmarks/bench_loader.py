@@ -103,7 +103,7 @@ def _transcode(path: Path):
 
 
 def to_beton(videos: list[Path], path: Path, workers: int, repeat: int) -> str:
-    """Convert with the project's transcoder (PyAV -> short side 256 -> WebP q90).
+    """Convert with the project's transcoder (PyAV -> short side 256 -> WebP at its default).
 
     Each video is stored ``repeat`` times so that an epoch is long enough for per-epoch
     set-up (ffcv's page schedule, buffers) to weigh what it does on a real dataset.

@@ -189,7 +189,7 @@ def test_interrupted_run_resumes_and_settings_change_restarts(datasets, tmp_path
     assert again.up_to_date and again.written == report.written and seen == []
     assert (out.stat().st_mtime_ns, out.read_bytes()) == before
     # ... and with other settings it is replaced only when asked.
-    with pytest.raises(OutputExistsError, match=r"quality: 90 -> 60.*--overwrite"):
+    with pytest.raises(OutputExistsError, match=r"quality: 80 -> 60.*--overwrite"):
         convert("mit", root, out, workers=1, short_side=SHORT, quality=60)
     assert (out.stat().st_mtime_ns, out.read_bytes()) == before and not parts.exists()
 
@@ -203,7 +203,7 @@ def test_interrupted_run_resumes_and_settings_change_restarts(datasets, tmp_path
     with pytest.raises(SettingsChangedError) as info:
         convert("mit", root, out, workers=1, short_side=SHORT, quality=60, method=0)
     message = str(info.value)
-    assert "quality: 90 -> 60" in message and "method: 2 -> 0" in message
+    assert "quality: 80 -> 60" in message and "method: 2 -> 0" in message
     assert "--restart" in message and "short_side" not in message
     assert sorted(parts.rglob("*")) == kept
     assert (out.stat().st_mtime_ns, out.read_bytes()) == before

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_QUALITY = 90
+# WebP quality, chosen from the storage table (README "Storage"; `make bench-convert`): the
+# highest quality whose estimated size on real clips stays within 2x the source mp4s at
+# native frame rate and short side 256, at 36 dB PSNR (q90: ~3x, 40 dB).
+DEFAULT_QUALITY = 80
 # libwebp effort 0..6. 2 is ~2.5x faster than libwebp's default 4 for ~10% more bytes at
 # equal quality (see benchmarks/results/convert.json, "encoder" table).
 DEFAULT_METHOD = 2
