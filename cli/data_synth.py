@@ -12,6 +12,9 @@ from vicmae_cli.common import fail
 from vicmae_data.sources.layouts import DATASETS as LAYOUTS  # synth writes every layout
 from vicmae_data.sources.layouts import SPLITS
 
+# The keys of vicmae_data.synth.dataset.STYLES, named here so `--help` imports no media code.
+STYLES: tuple[str, ...] = ("colour", "texture")
+
 
 def synth(
     layout: str = typer.Option(
@@ -33,17 +36,28 @@ def synth(
     missing: int = typer.Option(
         0, "--missing", min=0, help="Kinetics/MiT: annotated clips per split left off the disk."
     ),
+    style: str = typer.Option(
+        "colour",
+        "--style",
+        help="What the media show. colour: a shape whose colour, form and motion are the "
+        "class (easy). texture: a pattern whose kind is the class while colours, position, "
+        "size and orientation drift (random features stay near chance; make demo).",
+    ),
 ) -> None:
     """Write a small dataset with real encoded media in the exact layout of LAYOUT.
 
     Videos: h264, vp9, mpeg4, hevc; several containers, sizes and frame rates.
     Images include ImageNet's PNG, CMYK and grayscale files named .JPEG.
-    Each item's class is visible in its frames (a shape's colour, form, motion).
+    Each item's class is visible in its frames (--style colour: a shape's colour, form and
+    motion; --style texture: the kind of pattern on a disc whose colours, place, size and
+    orientation drift).
 
     Example: vicmae-data synth --layout kinetics400 --out k400-sample --videos 24
     """
     if layout not in LAYOUTS:
         fail(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if style not in STYLES:
+        fail(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
     if split not in (*SPLITS, "both"):
         fail(f"unknown split {split!r}; choose train, val or both")
     if out.exists() and not out.is_dir():
@@ -60,7 +74,14 @@ def synth(
         from vicmae_data.synth.dataset import synth_dataset  # PyAV, numpy: only when used
 
         summary = synth_dataset(
-            layout, out, videos=videos, seed=seed, splits=splits, flat=flat, missing=missing
+            layout,
+            out,
+            videos=videos,
+            seed=seed,
+            splits=splits,
+            flat=flat,
+            missing=missing,
+            style=style,
         )
     except (OSError, ValueError) as e:
         fail(f"synth {layout} into {out} failed: {e}")

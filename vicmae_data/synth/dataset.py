@@ -1,8 +1,9 @@
 """Small datasets in the exact on-disk layout of Kinetics, Moments in Time, ImageNet and folders.
 
 The media are real files (PyAV-encoded video in several codecs and containers, Pillow
-images including ImageNet's odd ones) drawn by `render_clip`, so the class of every item is
-visible in its pixels. Tests, the demo and users without data all use this.
+images including ImageNet's odd ones) drawn by `render_clip` (or, with `style="texture"`,
+by `render_texture_clip`), so the class of every item is visible in its pixels. Tests, the
+demo and users without data all use this.
 
     summary = synth_dataset("kinetics400", Path("k400-sample"), videos=24, seed=0)
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -28,9 +30,11 @@ from vicmae_data.synth.media import (
     write_image,
     write_video,
 )
+from vicmae_data.synth.textures import render_texture_clip
 
 __all__ = [
     "LAYOUTS",
+    "STYLES",
     "ClipSpec",
     "SynthItem",
     "SynthSummary",
@@ -43,6 +47,14 @@ __all__ = [
 
 # synth writes exactly the layouts the converters read.
 LAYOUTS: tuple[str, ...] = DATASETS
+# What the pixels show. "colour": a shape whose colour, form and direction are the class
+# (easy: any encoder's features separate it). "texture": a pattern whose kind is the class
+# while colours, position, size, orientation and scale drift (`make demo`: a randomly
+# initialised encoder stays near chance, a pretrained one does not).
+STYLES: dict[str, Callable[..., np.ndarray]] = {
+    "colour": render_clip,
+    "texture": render_texture_clip,
+}
 
 # A few real class names of each release; the releases differ in class count and names only.
 KINETICS_CLASSES: dict[str, tuple[str, ...]] = {
@@ -158,6 +170,7 @@ def synth_dataset(
     splits: tuple[str, ...] = SPLITS,
     flat: bool | None = None,
     missing: int = 0,
+    style: str = "colour",
 ) -> SynthSummary:
     """Write a small dataset in the on-disk layout of `layout` under `out`.
 
@@ -169,12 +182,16 @@ def synth_dataset(
         `LOC_val_solution.csv` (default) or in wnid folders.
     missing: Kinetics and MiT: extra annotated clips per split left off the disk, as in
         the real releases.
+    style: what the media show, a key of `STYLES` (the same files and layout either way).
     Deterministic in its arguments.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if videos < 1:
         raise ValueError(f"videos must be >= 1, got {videos}")
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+    render = STYLES[style]
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
         raise ValueError(f"splits must be among {SPLITS}, got {splits}")
@@ -183,12 +200,12 @@ def synth_dataset(
     rng = np.random.default_rng([seed, zlib.crc32(layout.encode())])
     if layout.startswith("kinetics"):
         is_flat = layout == "kinetics600" if flat is None else flat
-        return _kinetics(layout, out, rng, videos, splits, is_flat, missing)
+        return _kinetics(layout, out, rng, videos, splits, is_flat, missing, render)
     if layout == "mit":
-        return _mit(out, rng, videos, splits, missing)
+        return _mit(out, rng, videos, splits, missing, render)
     if layout == "imagenet":
-        return _imagenet(out, rng, videos, splits, True if flat is None else flat)
-    return _folder(out, rng, videos, splits)
+        return _imagenet(out, rng, videos, splits, True if flat is None else flat, render)
+    return _folder(out, rng, videos, splits, render)
 
 
 def _video(
@@ -201,6 +218,7 @@ def _video(
     rng: np.random.Generator,
     seconds: tuple[float, float] = (0.5, 3.0),
     codec: str | None = None,
+    render: Callable[..., np.ndarray] = render_clip,
 ) -> SynthItem:
     profile_codec, pix_fmt, width, height, fps = VIDEO_PROFILES[profile_index % len(VIDEO_PROFILES)]
     if codec is not None and codec != profile_codec:
@@ -209,7 +227,7 @@ def _video(
             pix_fmt = "yuv444p"
     codec = codec or profile_codec
     num_frames = max(2, round(float(rng.uniform(*seconds)) * float(fps)))
-    frames = render_clip(label, num_frames, height, width, seed=int(rng.integers(2**31)))
+    frames = render(label, num_frames, height, width, seed=int(rng.integers(2**31)))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_video(path, frames, codec=codec, fps=fps, pix_fmt=pix_fmt)
     return SynthItem(split, rel, label, name, "video", codec, num_frames, height, width, float(fps))
@@ -225,9 +243,10 @@ def _image(
     rng: np.random.Generator,
     fmt: str = "JPEG",
     mode: str = "RGB",
+    render: Callable[..., np.ndarray] = render_clip,
 ) -> SynthItem:
     width, height = IMAGE_SIZES[size_index % len(IMAGE_SIZES)]
-    frame = render_clip(label, 1, height, width, seed=int(rng.integers(2**31)))[0]
+    frame = render(label, 1, height, width, seed=int(rng.integers(2**31)))[0]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(path, frame, format=fmt, mode=mode)
     return SynthItem(
@@ -264,6 +283,7 @@ def _kinetics(
     splits: tuple[str, ...],
     flat: bool,
     missing: int,
+    render: Callable[..., np.ndarray],
 ) -> SynthSummary:
     classes = KINETICS_CLASSES[layout]
     with_cc = layout == "kinetics700"  # later releases add an `is_cc` column
@@ -281,7 +301,7 @@ def _kinetics(
             row = f"{_csv_field(name)},{file[:11]},{start},{start + 10},{split}"
             rows.append(row + (f",{int(rng.integers(0, 2))}" if with_cc else ""))
             if i < videos:
-                items.append(_video(out / rel, split, rel, label, name, i, rng))
+                items.append(_video(out / rel, split, rel, label, name, i, rng, render=render))
             else:
                 items.append(
                     SynthItem(split, rel, label, name, "video", "", 0, 0, 0, 0.0, on_disk=False)
@@ -291,7 +311,12 @@ def _kinetics(
 
 
 def _mit(
-    out: Path, rng: np.random.Generator, videos: int, splits: tuple[str, ...], missing: int
+    out: Path,
+    rng: np.random.Generator,
+    videos: int,
+    splits: tuple[str, ...],
+    missing: int,
+    render: Callable[..., np.ndarray],
 ) -> SynthSummary:
     by_index = sorted(MIT_CATEGORIES, key=lambda c: c[1])
     classes = tuple(name for name, _ in by_index)
@@ -310,7 +335,7 @@ def _mit(
             rows.append(f"{rel_in_media},{name},{int(rng.integers(2, 4))},4")
             rel = f"{media}/{rel_in_media}"
             if i < videos:
-                items.append(_video(out / rel, split, rel, label, name, i + 1, rng, (0.5, 3.0)))
+                items.append(_video(out / rel, split, rel, label, name, i + 1, rng, render=render))
             else:
                 items.append(
                     SynthItem(split, rel, label, name, "video", "", 0, 0, 0, 0.0, on_disk=False)
@@ -325,7 +350,12 @@ _IMAGENET_QUIRKS: tuple[tuple[str, str], ...] = (("PNG", "RGB"), ("JPEG", "CMYK"
 
 
 def _imagenet(
-    out: Path, rng: np.random.Generator, images: int, splits: tuple[str, ...], flat_val: bool
+    out: Path,
+    rng: np.random.Generator,
+    images: int,
+    splits: tuple[str, ...],
+    flat_val: bool,
+    render: Callable[..., np.ndarray],
 ) -> SynthSummary:
     wnids = tuple(w for w, _ in sorted(IMAGENET_SYNSETS))
     (out / "LOC_synset_mapping.txt").write_text(
@@ -349,14 +379,18 @@ def _imagenet(
                 solution.append(
                     f"{image_id},{wnid} 1 1 {w - 2} {h - 2} {wnid} 3 2 {w - 4} {h - 3} "
                 )
-            items.append(_image(out / rel, split, rel, label, wnid, i, rng, fmt, mode))
+            items.append(_image(out / rel, split, rel, label, wnid, i, rng, fmt, mode, render))
         if split == "val" and flat_val:
             (out / "LOC_val_solution.csv").write_text("\n".join(solution) + "\n")
     return SynthSummary("imagenet", out, wnids, tuple(items))
 
 
 def _folder(
-    out: Path, rng: np.random.Generator, count: int, splits: tuple[str, ...]
+    out: Path,
+    rng: np.random.Generator,
+    count: int,
+    splits: tuple[str, ...],
+    render: Callable[..., np.ndarray],
 ) -> SynthSummary:
     # One class tree per split: `<out>/<split>/<class>/<file>`; the folder reader's root is
     # the class tree (`<out>/train`), as for torchvision's ImageFolder.
@@ -369,9 +403,12 @@ def _folder(
             ext, codec = FOLDER_FILES[i % len(FOLDER_FILES)]
             rel = f"{split}/{name}/{split}_{i:04d}{ext}"
             if ext.lower() in (".jpg", ".png", ".webp"):
-                items.append(_image(out / rel, split, rel, label, name, i, rng, codec))
+                item = _image(out / rel, split, rel, label, name, i, rng, codec, render=render)
+                items.append(item)
             else:
-                items.append(_video(out / rel, split, rel, label, name, i, rng, (0.5, 2.0), codec))
+                items.append(
+                    _video(out / rel, split, rel, label, name, i, rng, (0.5, 2.0), codec, render)
+                )
         # Clutter every real folder has; readers must skip it.
         (out / split / classes[0] / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
         (out / split / "README.txt").write_text("synthetic class folders made by vicmae-data\n")
