@@ -56,7 +56,9 @@ def test_yaml_then_overrides(tmp_path):
 def test_builtin_demo_config():
     cfg = load_config("demo_cpu", ["data.betons=[a.beton]"])
     assert cfg.model.arch == "vit_pico_patch8" and cfg.model.img_size == 64
-    assert cfg.optim.batch_size == 32 and cfg.optim.epochs == 10
+    assert cfg.optim.batch_size == 64 and cfg.optim.epochs == 400
+    # The demo's lift comes from the contrastive term, on from the first step.
+    assert cfg.loss.contrastive_start_epoch == 0 and cfg.loss.contrastive_weight == 2.0
 
 
 def test_data_resolution_sets_the_model_input():
