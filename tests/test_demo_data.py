@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from vicmae.config import LinprobeConfig, load_config
-from vicmae.linprobe import linprobe
+from vicmae.jobs.linprobe import linprobe
 from vicmae_data.synth.dataset import synth_dataset
 from vicmae_data.write.convert import convert
 
