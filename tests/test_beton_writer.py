@@ -26,6 +26,9 @@ from vicmae_data.synth.footage import render_footage
 from vicmae_data.synth.media import write_video
 from vicmae_data.write.convert import ConvertError, convert
 
+# The long clip is sized so that, at this quality, it needs more than ffcv's smallest page.
+Q = 90
+
 # --------------------------------------------------------------------------- the plan
 
 
@@ -86,7 +89,7 @@ def one_long_clip(tmp_path_factory) -> Path:
 
 def test_small_set_with_one_long_clip_has_no_padding(one_long_clip, tmp_path):
     out = tmp_path / "long.beton"
-    convert("folder", one_long_clip, out, workers=1, short_side=128)
+    convert("folder", one_long_clip, out, workers=1, short_side=128, quality=Q)
     beton = BetonFile(out)
     sizes = np.asarray(beton.frames_meta["size"], dtype=np.int64)
     assert len(beton) == 6 and int(beton.frames_meta["num_frames"].max()) == 300
@@ -156,7 +159,7 @@ def test_disk_full_while_writing_is_one_error_and_keeps_the_parts(one_long_clip,
         out = disk / "k.beton"
         start = time.perf_counter()
         with pytest.raises(ConvertError, match="disk full") as info:
-            convert("folder", one_long_clip, out, workers=1, short_side=128)
+            convert("folder", one_long_clip, out, workers=1, short_side=128, quality=Q)
         assert time.perf_counter() - start < 60
         message = str(info.value)
         assert "\n" not in message and "rerun" in message
@@ -165,6 +168,6 @@ def test_disk_full_while_writing_is_one_error_and_keeps_the_parts(one_long_clip,
         parts = disk / "k.beton.parts"
         assert len(list(parts.glob("*/*.part"))) == 6  # every encoded item kept
         subprocess.run(["mount", "-o", "remount,size=40m", str(disk)], check=True)
-        report = convert("folder", one_long_clip, out, workers=1, short_side=128)
+        report = convert("folder", one_long_clip, out, workers=1, short_side=128, quality=Q)
         assert report.totals["resumed"] == 6 and report.written == 6  # nothing re-encoded
         assert len(BetonFile(out)) == 6 and not parts.exists()
