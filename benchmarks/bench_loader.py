@@ -327,18 +327,6 @@ def progress(what: str) -> None:
     print(f"[bench-loader +{time.monotonic() - _T0:.0f} s] {what}", file=sys.stderr, flush=True)
 
 
-class _Results(dict):
-    """A dict of figures that reports each one as it is set."""
-
-    def __init__(self, workers: int) -> None:
-        super().__init__()
-        self.workers = workers
-
-    def __setitem__(self, key: str, value: float | None) -> None:
-        super().__setitem__(key, value)
-        progress(f"{self.workers} workers: {key}: {value or 0:.1f} samples/s")
-
-
 VIDEOS, IMAGES = "vicmae (ffcv + libwebp)", "vicmae, images alone"
 MIXED, BOUND = "vicmae, videos + images 1:1", "bound: libwebp 2 full decodes"
 
@@ -365,20 +353,24 @@ def run(beton, images, videos, w, b, e, baselines, scaling=False) -> tuple[dict,
         for k, epoch in timers.items():
             speed = epoch()
             best[k] = max(best[k], speed) if r else 0.0
-    results: dict[str, float | None] = _Results(w)
+    results: dict[str, float | None] = {}
+
+    def record(name: str, value: float) -> None:
+        results[name] = value
+        progress(f"{w} workers: {name}: {value:.1f} samples/s")
+
     for k, v in best.items():
         if k != BOUND:
-            results[k] = v
+            record(k, v)
     progress(f"{w} workers: {BOUND}: {best[BOUND]:.1f} samples/s")
     if baselines:
-        results["PyAV Dataset"] = bench_dataset(videos, "pyav", b, w, e)
+        record("PyAV Dataset", bench_dataset(videos, "pyav", b, w, e))
         try:  # a dev extra: GPU nodes and the offline bundle (make bundle) do not have it
             import decord  # noqa: F401
 
-            results["decord Dataset"] = bench_dataset(videos, "decord", b, w, e)
+            record("decord Dataset", bench_dataset(videos, "decord", b, w, e))
         except ImportError:
             pass
-    results = dict(results)
     results[BOUND] = bound = best[BOUND]
     derived = {"ratio_to_bound": {k: v / bound for k, v in results.items() if v}}
     if not scaling:

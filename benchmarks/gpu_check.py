@@ -282,7 +282,7 @@ def loader(chk: Check, s: Settings) -> None:
     shutil.rmtree(out, ignore_errors=True)
     by_workers = done.get("by_workers", {})
     runs = {str(w): by_workers.get(str(w), {"status": ended(rc)}) for w in s.loader_workers}
-    status = "PASS" if rc == 0 else ended(rc)
+    status = ended(rc)
     table = {}
     for w, r in runs.items():
         for name, v in (r.get("samples_per_s") or {}).items():

@@ -36,21 +36,29 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float)]
         return [p[0] for p in pts], [p[1] for p in pts]
 
-    paths = []
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key in LOSS_KEYS:
-        x, y = series(key)
-        if x:
-            ax.plot(x, y, label=key)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(f"losses: {Path(run_dir).name}")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(out / "loss.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths: list[Path] = []
+    name = Path(run_dir).name
+
+    def save(fig, ax, title: str, file: str) -> None:
+        ax.set_title(f"{title}: {name}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        paths.append(out / file)
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+
+    def lines(keys: tuple[str, ...], ylabel: str, title: str, file: str, **style) -> None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in keys:
+            x, y = series(key)
+            if x:
+                ax.plot(x, y, label=key, **style)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.legend()
+        save(fig, ax, title, file)
+
+    lines(LOSS_KEYS, "loss", "losses", "loss.png")
 
     x, y = series("samples_per_s")
     if x:
@@ -64,26 +72,8 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
             ax2.plot(x, y, color="tab:orange", label="waiting for data (%)")
             ax2.set_ylabel("waiting for data (% of step)", color="tab:orange")
             ax2.set_ylim(0, 100)
-        ax1.set_title(f"throughput: {Path(run_dir).name}")
-        ax1.grid(alpha=0.3)
-        fig.tight_layout()
-        paths.append(out / "throughput.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        save(fig, ax1, "throughput", "throughput.png")
 
     if any(series(k)[0] for k in ACCURACY_KEYS):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in ACCURACY_KEYS:
-            x, y = series(key)
-            if x:
-                ax.plot(x, y, marker="o", label=key)
-        ax.set_xlabel("step")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.set_title(f"accuracy: {Path(run_dir).name}")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        paths.append(out / "accuracy.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        lines(ACCURACY_KEYS, "validation accuracy (%)", "accuracy", "accuracy.png", marker="o")
     return paths
