@@ -92,7 +92,10 @@ def test_resident_memory_bounded_by_batch_not_file(big) -> None:
 
     kw = dict(num_workers=2, resolution=RES, num_views=V, train=False)  # centre crops
     bounded = make_loader(path, B, memory="mmap-bounded", **kw)
-    context = bounded.loaders[0].memory_manager.context
+    manager = bounded.loaders[0].memory_manager
+    assert manager.drop_samples == 256  # the default: a drop per 256 samples decoded
+    manager.drop_samples = B  # this file is 120 samples: drop before every batch
+    context = manager.context
     assert isinstance(context, BoundedMmapContext)
     peak, batches = 0, 0
     for batch in bounded:

@@ -6,11 +6,15 @@ and two frames (tens of kilobytes). Three ways to get those bytes (``memory=`` o
 
 ``"mmap-bounded"`` (default, :class:`BoundedMmapManager`)
     Memory-maps the file read-only with ``MADV_RANDOM`` (a page fault reads that page, not
-    a read-ahead window of neighbouring frames), so only the touched bytes are read. Before
-    each batch it drops the pages this process has mapped (``MADV_DONTNEED``): the process's
-    resident memory stays bounded by one batch's touched pages, not by the file size. The
-    kernel's page cache keeps the data (reclaimable, shared by every rank on the node), so a
-    file that fits it is served from memory on later epochs.
+    a read-ahead window of neighbouring frames), so only the touched bytes are read. Once
+    the batches decoded since the last drop hold ``drop_samples`` samples (256 by default)
+    it drops the pages this process has mapped (``MADV_DONTNEED``) before the next batch:
+    the process's resident memory stays bounded by about that many samples' touched pages
+    (tens of megabytes), not by the file size. The kernel's page cache keeps the data
+    (reclaimable, shared by every rank on the node), so a file that fits it is served from
+    memory on later epochs. Dropping before every batch of 16 cost ~6% of the loader's
+    speed on 2 cores (each drop unmaps every page at once and interrupts the decoding
+    threads' cores to flush their TLBs); once per 256 samples costs nothing measurable.
 ``"os_cache"`` (:class:`ReadOnlyMmapManager`)
     ffcv's plain memory map: the same reads, but every touched page stays mapped, so the
     process's resident memory grows towards the file size (reclaimable, but counted).
@@ -95,7 +99,7 @@ class BoundedMmapContext(MemoryContext):
         self.manager = manager
         self.mmap: mmap.mmap | None = None
         self.array: np.ndarray | None = None
-        self.since_drop = 0
+        self.since_drop = 0  # samples decoded since the last drop
         self.drops = 0
 
     @property
@@ -113,9 +117,9 @@ class BoundedMmapContext(MemoryContext):
         return res
 
     def start_batch(self, batch: int) -> None:
-        if self.since_drop >= self.manager.drop_every:
+        if self.since_drop >= self.manager.drop_samples:
             self.drop()
-        self.since_drop += 1  # the batch about to be decoded
+        self.since_drop += self.manager.batch_size  # the batch about to be decoded
         return super().start_batch(batch)
 
     def drop(self) -> None:
@@ -137,25 +141,27 @@ class BoundedMmapManager(ReadOnlyMmapManager):
 
     Args:
         reader: ffcv's Reader of the file.
-        drop_every: drop the mapped pages once every ``drop_every`` batches (1: before
-            every batch). Resident memory of the mapping stays under about
-            ``drop_every`` batches of touched pages.
+        drop_samples: drop the mapped pages once the batches decoded since the last drop
+            hold this many samples (1: before every batch). Resident memory of the mapping
+            stays under about ``drop_samples`` samples' touched pages, plus one batch's.
         advice: ``"random"`` (default: no read-around, a fault reads its own page) or
             ``"normal"`` (the kernel's read-around window per fault; fewer, larger reads,
             which can help on slow cold storage at the cost of reading unused bytes).
     """
 
-    def __init__(self, reader: Reader, drop_every: int = 1, advice: str = "random") -> None:
-        if drop_every < 1:
-            raise ValueError(f"drop_every must be >= 1, not {drop_every}")
+    def __init__(self, reader: Reader, drop_samples: int = 256, advice: str = "random") -> None:
+        if drop_samples < 1:
+            raise ValueError(f"drop_samples must be >= 1, not {drop_samples}")
         if advice not in _ADVICE:
             raise ValueError(f"advice must be one of {sorted(_ADVICE)}, not {advice!r}")
         super().__init__(reader)
-        self.drop_every = int(drop_every)
+        self.drop_samples = int(drop_samples)
+        self.batch_size = 1  # the largest batch scheduled so far (what a drop counts)
         self.advice = advice
         self.context = BoundedMmapContext(self)
 
     def schedule_epoch(self, batches) -> BoundedMmapContext:
+        self.batch_size = max([self.batch_size, *(len(b) for b in batches)])
         return self.context
 
 
