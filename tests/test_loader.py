@@ -231,6 +231,44 @@ def test_a_batch_larger_than_the_data_says_which_size_fits(files) -> None:
     assert len(make_loader(files["videos"], 25, num_workers=1, drop_last=False, resolution=RES))
 
 
+def _arrays(tree) -> list[np.ndarray]:
+    if isinstance(tree, np.ndarray):
+        return [tree]
+    items = tree.values() if isinstance(tree, dict) else tree or ()
+    return [a for item in items for a in _arrays(item)]
+
+
+def test_every_epoch_reuses_one_set_of_buffers(files) -> None:
+    """ffcv allocates (and, where CUDA is present, pins) every buffer anew each epoch; the
+    loader allocates them once: every epoch's views lie in the buffers it holds, and the
+    batches are those of a loader that starts at that epoch."""
+    kw = dict(num_workers=2, resolution=RES, seed=4)
+    loader = make_loader(files["videos"], 4, **kw)
+    graph = loader.loaders[0].graph
+    assert graph.buffers is None
+    epoch_batches(loader)  # epoch 0 allocates
+    spans = [(a.ctypes.data, a.ctypes.data + a.nbytes) for a in _arrays(graph.buffers)]
+    for epoch in (1, 2):
+        fresh = make_loader(files["videos"], 4, epoch=epoch, **kw)
+        for batch, expected in zip(loader, epoch_batches(fresh), strict=True):
+            address = batch.views.data_ptr()
+            assert any(lo <= address < hi for lo, hi in spans)
+            assert torch.equal(batch.views, expected.views)
+
+
+def test_the_callers_torch_threads_are_left_alone(files) -> None:
+    """ffcv sets torch's intra-op threads to the loader's worker count; we do not."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        loader = make_loader(files["videos"], 4, num_workers=2, resolution=RES)
+        assert torch.get_num_threads() == 1
+        for _ in loader:
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_batches_equal_cpu_batches(files) -> None:
     kw = dict(num_workers=2, resolution=RES, seed=5)

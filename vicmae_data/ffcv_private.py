@@ -12,7 +12,17 @@ public way to do is here, each with the reason:
 - A memory manager other than ffcv's two: the Loader picks one from ``os_cache`` and bakes
   its reader into the compiled graph. :class:`FileLoader` swaps the manager and rebuilds
   the graph from the Loader's attributes (``pipeline_specs``, ``field_name_to_f_ix``).
+- Buffers allocated once: ffcv 1.0.2 allocates every operation's buffers anew for each
+  epoch, each one pinned (page-locked) whenever CUDA is available, in the thread that
+  starts the epoch. For a batch of 256 videos that is ~700 MB pinned per epoch and file
+  (decoded views and the decoder's scratch frames), which stalled every epoch start on
+  GPU nodes; the views reach the GPU through vicmae's own pinned ring anyway
+  (:class:`~vicmae_data.load.epochs.PinnedStager`). :class:`BuffersOnceGraph` allocates
+  them once, unpinned, and every epoch reuses them.
 - The epoch a Loader runs next is its ``next_epoch`` attribute.
+- ffcv's ``Compiler.set_num_threads`` also sets torch's intra-op threads: a Loader built or
+  iterated in the main thread would change the caller's ``torch.get_num_threads()`` to the
+  loader's worker count. :class:`FileLoader` leaves the caller's setting as it was.
 
 (Files are written by :mod:`vicmae_data.write.beton_writer`, from ``ffcv.types``' format
 definitions and the fields' public ``encode``, not by ffcv's ``DatasetWriter``.)
@@ -33,8 +43,11 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
 from ffcv.loader import Loader
 from ffcv.loader.epoch_iterator import EpochIterator
+from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.graph import Graph
 from ffcv.traversal_order.base import TraversalOrder
@@ -83,6 +96,61 @@ class OrderFactory(TraversalOrder):
         raise NotImplementedError
 
 
+def _allocate(query: AllocationQuery, batch_size: int, slots: int):
+    """ffcv's ``allocate_query`` without ``pin_memory``: ``slots`` x ``batch_size`` x shape."""
+    shape = (batch_size, *query.shape)
+    if isinstance(query.dtype, torch.dtype):
+        return [torch.empty(shape, dtype=query.dtype, device=query.device) for _ in range(slots)]
+    return np.empty((slots, *shape), dtype=query.dtype)
+
+
+class BuffersOnceGraph(Graph):
+    """ffcv's pipeline graph whose buffers are allocated once (unpinned) and then reused.
+
+    ``allocate_memory`` lends the same buffers to every epoch of the same batch size and
+    slot count; the epoch's iterator gives them back (:meth:`give_back`) once its thread
+    has stopped. An iterator started while another still holds them (a user iterating
+    one loader twice at once) gets buffers of its own, so no two threads write the same
+    buffer.
+    """
+
+    _buffers: tuple[tuple[int, int], dict] | None = None
+    _lent = False
+
+    def allocate_memory(self, batch_size: int, batches_ahead: int) -> dict:
+        key = (batch_size, batches_ahead)
+        if self._lent:
+            return self._allocate(batch_size, batches_ahead)
+        if self._buffers is None or self._buffers[0] != key:
+            self._buffers = (key, self._allocate(batch_size, batches_ahead))
+        self._lent = True
+        return self._buffers[1]
+
+    @property
+    def buffers(self) -> dict | None:
+        """The buffers every epoch reuses (None before the first epoch)."""
+        return None if self._buffers is None else self._buffers[1]
+
+    def give_back(self, buffers: dict) -> None:
+        """The iterator that was lent ``buffers`` no longer writes them."""
+        if self._buffers is not None and buffers is self._buffers[1]:
+            self._lent = False
+
+    def _allocate(self, batch_size: int, slots: int) -> dict:
+        requirements, _ = self.collect_requirements()
+        buffers: dict[str, dict] = {}
+        for kind, by_node in requirements.items():
+            buffers[kind] = {}
+            for node_id, query in by_node.items():
+                if isinstance(query, AllocationQuery):
+                    buffers[kind][node_id] = _allocate(query, batch_size, slots)
+                elif query is not None:  # a sequence of queries
+                    buffers[kind][node_id] = tuple(_allocate(q, batch_size, slots) for q in query)
+                else:
+                    buffers[kind][node_id] = None
+        return buffers
+
+
 class _ClosingEpochIterator(EpochIterator):
     """ffcv's EpochIterator whose ``close`` stops its thread and waits for it."""
 
@@ -106,6 +174,8 @@ class _ClosingEpochIterator(EpochIterator):
                 with contextlib.suppress(queue.Empty):
                     self.output_queue.get_nowait()  # room for the thread's last put
                 self.join(0.05)
+        if not self.is_alive() and isinstance(self.loader.graph, BuffersOnceGraph):
+            self.loader.graph.give_back(self.memory_allocations)
         super().close()
 
 
@@ -118,14 +188,16 @@ class _LockedEpochIterator(_ClosingEpochIterator):
 
 
 class FileLoader(Loader):
-    """ffcv's Loader with a memory manager of our choosing and pipelines serialised.
+    """ffcv's Loader with a memory manager of our choosing, buffers allocated once, and
+    pipelines serialised where numba needs it.
 
     ``memory_manager(reader)`` builds the manager; ``None`` keeps ffcv's process cache.
     ``serialise``: run this loader's pipeline under a lock shared by every FileLoader (for
     numba's workqueue threading layer, which cannot run two parallel regions at once).
     The Loader is built with the process cache (ffcv 1.0.2's ``OSCacheManager`` corrupts
     numba's shared array types, see :mod:`vicmae_data.load.memory`), then the manager is
-    swapped and the pipeline graph rebuilt around its reader.
+    swapped and the pipeline graph rebuilt (a :class:`BuffersOnceGraph`) around its reader.
+    The caller's torch thread count is left as it was.
     """
 
     def __init__(
@@ -137,24 +209,30 @@ class FileLoader(Loader):
     ) -> None:
         check_ffcv_version()
         self.serialise = serialise
-        super().__init__(*args, os_cache=False, **kwargs)
+        torch_threads = torch.get_num_threads()
+        try:
+            super().__init__(*args, os_cache=False, **kwargs)
+        finally:
+            torch.set_num_threads(torch_threads)
         if memory_manager is not None:
             self.memory_manager = memory_manager(self.reader)
-            self.graph = Graph(
-                self.pipeline_specs,
-                self.reader.handlers,
-                self.field_name_to_f_ix,
-                self.reader.metadata,
-                self.memory_manager.compile_reader(),
-            )
-            self.generate_code()
+        self.graph = BuffersOnceGraph(
+            self.pipeline_specs,
+            self.reader.handlers,
+            self.field_name_to_f_ix,
+            self.reader.metadata,
+            self.memory_manager.compile_reader(),
+        )
+        self.generate_code()
 
     def set_next_epoch(self, epoch: int) -> None:
         """The epoch the next ``iter()`` passes to the traversal order."""
         self.next_epoch = int(epoch)
 
     def __iter__(self) -> EpochIterator:
-        Compiler.set_num_threads(self.num_workers)
+        # What ffcv's Compiler.set_num_threads records, without its torch.set_num_threads
+        # (the pipeline thread sets its own numba threads when it starts).
+        Compiler.num_threads = self.num_workers
         order = self.next_traversal_order()
         selected = order[: len(self) * self.batch_size]
         self.next_epoch += 1

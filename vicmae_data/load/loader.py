@@ -13,8 +13,9 @@ Example::
         for batch in loader:                      # one epoch per iteration
             x = to_model_input(batch, "cuda")     # (B, 2, 3, 224, 224) float, normalised
 
-With one file and ``device="cpu"``, a batch's tensors are views of ffcv's rotating buffers:
-they stay valid while the next ``batches_ahead`` batches are prepared; copy what you keep.
+With one file and ``device="cpu"``, a batch's tensors are views of the loader's rotating
+buffers (allocated once, reused every epoch): later batches overwrite them (a few batches
+on, or as soon as the next epoch starts); copy what you keep.
 """
 
 from __future__ import annotations
