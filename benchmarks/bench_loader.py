@@ -49,8 +49,8 @@ from torchvision.transforms import v2
 
 from vicmae_data.format import libwebp
 from vicmae_data.format.beton import BetonFile, Sample
-from vicmae_data.format.frames import FrameList
 from vicmae_data.format.cvresize import HEADER_WORDS
+from vicmae_data.format.frames import FrameList
 from vicmae_data.load.decoder import WebPFramesDecoder
 from vicmae_data.load.kernels import decode_batch, kernel_table
 from vicmae_data.load.loader import make_loader
