@@ -7,7 +7,11 @@ loss scaler; ``--accum`` micro-batches per step), on synthetic uint8 batches alr
 GPU, so the number is the model's, not the loader's (``make bench-loader`` measures that).
 FLOPs are counted once with ``torch.utils.flop_counter`` (forward + backward of one
 step); MFU divides the achieved FLOP/s by the GPU's dense bf16 peak (a table of known
-GPUs, or ``--peak-tflops``).
+GPUs, or ``--peak-tflops``). ``--profile N`` then runs N more steps under
+``torch.profiler`` and records where the step's device time goes: the kernels taking the
+most, and the shares of matrix products, attention, normalisation, the optimiser and the
+rest (by kernel name, approximate), and whether timm's attention takes PyTorch's fused
+``scaled_dot_product_attention``: what MFU work starts from.
 
     python benchmarks/bench_train_gpu.py                       # ViT-B/16, 224, bf16
     python benchmarks/bench_train_gpu.py --batch 256 --compile
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -51,6 +56,61 @@ def peak_tflops(name: str) -> float | None:
     return None
 
 
+# Kernel (GPU) or operator (CPU) names -> what they compute; first match wins, by name only.
+KINDS = [
+    ("attention", re.compile(r"flash|fmha|attention|sdpa", re.I)),
+    ("matmul", re.compile(r"gemm|xmma|cutlass|matmul|addmm|\bmm\b|bmm|linear|sm\d\d_", re.I)),
+    ("norm", re.compile(r"norm", re.I)),
+    ("optimizer", re.compile(r"adam|foreach|multi_tensor", re.I)),
+]
+
+
+def kind_of(name: str) -> str:
+    return next((kind for kind, pattern in KINDS if pattern.search(name)), "other")
+
+
+def profile_steps(step, steps: int, device: torch.device) -> dict:
+    """Run ``steps`` steps under torch.profiler: the top kernels by self time (device
+    kernels on CUDA, operators on the CPU), in ms per step, and the share of each kind."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+
+    def self_us(event) -> float:
+        if not cuda:
+            return event.self_cpu_time_total
+        # torch >= 2.4 names it self_device_time_total; older, self_cuda_time_total
+        return getattr(event, "self_device_time_total", None) or event.self_cuda_time_total
+
+    timed = [(e.key, self_us(e)) for e in prof.key_averages() if self_us(e) > 0]
+    total = sum(t for _, t in timed) or 1.0
+    kinds: dict[str, float] = {}
+    for name, t in timed:
+        kinds[kind_of(name)] = kinds.get(kind_of(name), 0.0) + t / total
+    top = sorted(timed, key=lambda kt: -kt[1])[:15]
+    return {
+        "steps": steps,
+        "timer": "device kernels" if cuda else "cpu operators",
+        "ms_per_step": total / steps / 1e3,
+        "share_by_kind": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+        "top": [
+            {
+                "name": name[:120],
+                "kind": kind_of(name),
+                "ms_per_step": t / steps / 1e3,
+                "share": t / total,
+            }
+            for name, t in top
+        ],
+    }
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="vit_base_patch16")
@@ -62,6 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--peak-tflops", type=float, default=None, help="override the peak table")
+    p.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="then profile N steps (0: no)"
+    )
     p.add_argument("--allow-cpu", action="store_true", help="smoke-test on a CPU (tiny arch)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (GPU default: results/)")
     p.add_argument("overrides", nargs="*", help="pretraining config key=value (model.*, loss.*)")
@@ -178,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
         ),
         "input": "synthetic uint8 views on the device (loader excluded)",
+        "fused_attention": _fused_attention(),
     }
+    if args.profile > 0:
+        result["profile"] = profile_steps(step, args.profile, device)
     rows = [
         ("device", result["gpu"]),
         ("model", f"{args.arch} @ {args.img_size}, mask {cfg.model.mask_ratio}"),
@@ -192,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['peak_memory_gib']:.1f} GiB" if result["peak_memory_gib"] else "n/a",
         ),
     ]
+    if "profile" in result:
+        shares = result["profile"]["share_by_kind"]
+        rows.append(("profiled time", ", ".join(f"{k} {v:.0%}" for k, v in shares.items())))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
@@ -201,6 +270,16 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {out}")
     return 0
+
+
+def _fused_attention() -> bool | None:
+    """Whether timm's Attention calls F.scaled_dot_product_attention (None: unknown)."""
+    try:
+        from timm.layers import use_fused_attn
+
+        return bool(use_fused_attn())
+    except ImportError:
+        return None
 
 
 if __name__ == "__main__":

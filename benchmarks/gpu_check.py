@@ -9,7 +9,8 @@ and how they ended); the summary table is printed last.
 Sections, in order (most important first, so a short budget loses the least):
 
 1. ``train_b``: ``benchmarks/bench_train_gpu.py``, ViT-B/16 at 224, bf16, eager, at the
-   largest batch of 256, 128, 64 that fits -> samples/s, FLOPs per step, MFU, peak memory;
+   largest batch of 256, 128, 64 that fits -> samples/s, FLOPs per step, MFU, peak memory,
+   and a profile of 5 more steps (top kernels, share of matmul / attention / norm / ...);
 2. ``train_l``: the same for ViT-L/16 at one batch;
 3. ``e2e``: ``vicmae train pretrain`` over the bundled .beton (joined with itself so that
    an epoch lasts several logging windows) with 16 loader workers, ViT-B/16 at the batch of
@@ -334,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
 
     train: dict[str, dict | None] = {}
     if want("train_b"):
-        train["train_b"] = bench_train(chk, s, "train_b", s.arch_b, s.batches, [])
+        # 5 more steps under the profiler: where the step's time goes, for MFU work.
+        train["train_b"] = bench_train(chk, s, "train_b", s.arch_b, s.batches, ["--profile", "5"])
     if want("train_l"):
         train["train_l"] = bench_train(chk, s, "train_l", s.arch_l, s.batch_l, [])
     b = (train.get("train_b") or {}).get("batch", s.batches[-1])

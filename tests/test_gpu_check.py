@@ -59,6 +59,7 @@ def test_cpu_rehearsal_runs_every_section(tmp_path):
 
     train = json.loads((results / "gpu_train.json").read_text())
     assert train["train_b"]["samples_per_s"] > 0 and train["train_b"]["batch"] == CPU.batches[0]
+    assert train["train_b"]["profile"]["steps"] == 5  # where the step's time goes
     assert train["train_l"]["arch"] == CPU.arch_l
 
     e2e = json.loads((results / "gpu_e2e.json").read_text())
