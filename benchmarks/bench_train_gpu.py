@@ -88,12 +88,12 @@ def profile_steps(step, steps: int, device: torch.device) -> dict:
         # torch >= 2.4 names it self_device_time_total; older, self_cuda_time_total
         return getattr(event, "self_device_time_total", None) or event.self_cuda_time_total
 
-    timed = [(e.key, self_us(e)) for e in prof.key_averages() if self_us(e) > 0]
-    total = sum(t for _, t in timed) or 1.0
+    timed = [(e.key, kind_of(e.key), self_us(e)) for e in prof.key_averages() if self_us(e) > 0]
+    total = sum(t for _, _, t in timed) or 1.0
     kinds: dict[str, float] = {}
-    for name, t in timed:
-        kinds[kind_of(name)] = kinds.get(kind_of(name), 0.0) + t / total
-    top = sorted(timed, key=lambda kt: -kt[1])[:15]
+    for _, kind, t in timed:
+        kinds[kind] = kinds.get(kind, 0.0) + t / total
+    top = sorted(timed, key=lambda row: -row[2])[:15]
     return {
         "steps": steps,
         "timer": "device kernels" if cuda else "cpu operators",
@@ -102,11 +102,11 @@ def profile_steps(step, steps: int, device: torch.device) -> dict:
         "top": [
             {
                 "name": name[:120],
-                "kind": kind_of(name),
+                "kind": kind,
                 "ms_per_step": t / steps / 1e3,
                 "share": t / total,
             }
-            for name, t in top
+            for name, kind, t in top
         ],
     }
 

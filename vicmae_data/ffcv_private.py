@@ -96,7 +96,7 @@ class OrderFactory(TraversalOrder):
         raise NotImplementedError
 
 
-def _allocate(query: AllocationQuery, batch_size: int, slots: int):
+def _allocate_unpinned(query: AllocationQuery, batch_size: int, slots: int):
     """ffcv's ``allocate_query`` without ``pin_memory``: ``slots`` x ``batch_size`` x shape."""
     shape = (batch_size, *query.shape)
     if isinstance(query.dtype, torch.dtype):
@@ -143,9 +143,11 @@ class BuffersOnceGraph(Graph):
             buffers[kind] = {}
             for node_id, query in by_node.items():
                 if isinstance(query, AllocationQuery):
-                    buffers[kind][node_id] = _allocate(query, batch_size, slots)
+                    buffers[kind][node_id] = _allocate_unpinned(query, batch_size, slots)
                 elif query is not None:  # a sequence of queries
-                    buffers[kind][node_id] = tuple(_allocate(q, batch_size, slots) for q in query)
+                    buffers[kind][node_id] = tuple(
+                        _allocate_unpinned(q, batch_size, slots) for q in query
+                    )
                 else:
                     buffers[kind][node_id] = None
         return buffers
@@ -174,7 +176,7 @@ class _ClosingEpochIterator(EpochIterator):
                 with contextlib.suppress(queue.Empty):
                     self.output_queue.get_nowait()  # room for the thread's last put
                 self.join(0.05)
-        if not self.is_alive() and isinstance(self.loader.graph, BuffersOnceGraph):
+        if not self.is_alive():  # only a FileLoader (its graph a BuffersOnceGraph) makes us
             self.loader.graph.give_back(self.memory_allocations)
         super().close()
 
