@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vicmae.config import OptimConfig, load_config
     from vicmae.engine.loop import StepInfo, train_step
-    from vicmae.engine.setup import build_optimizer
+    from vicmae.engine.param_groups import build_optimizer
     from vicmae.jobs.pretrain import PretrainLoss
     from vicmae.model.vicmae import ViCMAE
     from vicmae_data import Batch

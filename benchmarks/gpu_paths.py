@@ -101,7 +101,7 @@ def trainer_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Opt
     """The optimiser the trainer builds for ``model``, wherever the engine keeps its builder."""
     from vicmae.config import TrainConfig
 
-    for module in ("vicmae.engine.setup", "vicmae.engine.loop", "vicmae.jobs.pretrain"):
+    for module in ("vicmae.engine.param_groups", "vicmae.engine.loop", "vicmae.jobs.pretrain"):
         try:
             build = getattr(importlib.import_module(module), "build_optimizer", None)
         except ImportError:
@@ -112,7 +112,7 @@ def trainer_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Opt
             return build(model, TrainConfig(), device)  # build_optimizer(model, cfg, device)
         return build(model, TrainConfig().optim, device)  # (params, optim config, device)
     raise ImportError(
-        "no build_optimizer in vicmae.engine.setup, vicmae.engine.loop, vicmae.jobs.pretrain"
+        "no build_optimizer in vicmae.engine.param_groups, vicmae.engine.loop, vicmae.jobs.pretrain"
     )
 
 

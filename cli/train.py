@@ -1,7 +1,7 @@
 """`vicmae`: pretrain, probe, fine-tune, export and plot.
 
 Every command collects its options, lets the library build the config
-(`vicmae.engine.launch.job_config`: one parser for the three jobs) and calls one library
+(`vicmae.config.cli.job_config`: one parser for the three jobs) and calls one library
 function (`vicmae.jobs.pretrain.pretrain`, `vicmae.jobs.linprobe.linprobe`,
 `vicmae.jobs.finetune.finetune`, `vicmae.export.export_timm`, `vicmae.plot.plot_run`).
 Errors are one line; a job stopped by SIGTERM/SIGUSR1 saves `last.pt` and exits with status
@@ -132,8 +132,8 @@ def _job(
 ) -> Any:
     """Build the config (library), check the data, run; every failure one line."""
     from vicmae.config import ConfigError, dump_yaml
+    from vicmae.config.cli import job_config, split_resume_target
     from vicmae.engine.checkpoint import CheckpointError
-    from vicmae.engine.launch import job_config, split_resume_target
     from vicmae.engine.loop import NonFiniteLossError
     from vicmae.engine.signals import REQUEUE_EXIT_CODE, StoppedBySignal
 
@@ -287,7 +287,7 @@ def configs_cmd() -> None:
 
     Example: vicmae train pretrain --config demo_cpu --print-config
     """
-    from vicmae.config_io import builtin_configs
+    from vicmae.config import builtin_configs
 
     found = builtin_configs()
     width = max((len(n) for n in found), default=0)

@@ -12,11 +12,11 @@ from vicmae.config import (
     ConfigError,
     OptimConfig,
     TrainConfig,
-    accumulation,
     dump_yaml,
     load_config,
     to_dict,
 )
+from vicmae.engine.batching import accumulation
 from vicmae.engine.schedules import per_step, scaled_lr, warmup_cosine
 from vicmae.model.losses import lambda_schedule
 
@@ -132,8 +132,7 @@ def test_lambda_per_step():
 
 
 def test_accumulation_layouts():
-    from vicmae.config import OptimConfig, accumulation
-    from vicmae.engine.setup import largest_passing
+    from vicmae.engine.batching import largest_passing
 
     o = OptimConfig(batch_size=96)
     assert accumulation(o, 2) == (48, 1)  # no limit: one forward per device

@@ -1,4 +1,4 @@
-"""Optimiser parameter groups: no weight decay on biases and 1-D weights (norms).
+"""The optimiser and its parameter groups: no weight decay on biases and 1-D weights (norms).
 
 The rule is timm's ``param_groups_weight_decay``, which the authors' ``pretrain.py`` calls
 with an empty exemption list: a parameter is exempt when it is 1-D or its name ends in
@@ -8,13 +8,15 @@ more exemptions in ``no_weight_decay()`` (timm's convention, e.g. an encoder who
 embeddings are learned) gets them. Fine-tuning uses timm's ``param_groups_layer_decay``.
 
 Not timm's function itself: ours also returns the names in each group, which the logs and
-the tests read.
+the tests read. :func:`build_optimizer` makes ``optim.name`` (AdamW or SGD) over them.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
+from vicmae.config import OptimConfig
 from vicmae.engine.checkpoint import unwrapped_name
 
 
@@ -40,3 +42,17 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         group["params"].append(param)
         group["param_names"].append(name)
     return [g for g in groups.values() if g["params"]]
+
+
+def build_optimizer(
+    params: nn.Module | list[dict], optim: OptimConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """``optim.name`` over ``params`` (a model: weight decay on weight matrices only).
+
+    Group ``lr`` values are set by the engine every step from its schedule.
+    """
+    groups = param_groups(params, optim.weight_decay) if isinstance(params, nn.Module) else params
+    if optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=0.0, momentum=optim.momentum)
+    fused = optim.fused and device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=0.0, betas=optim.betas, fused=fused or None)

@@ -1,11 +1,11 @@
-"""Setting up a run: processes, device, run folder, resume state, precision, micro-batch, loader.
+"""Setting up a run: processes, device, run folder, resume state, precision, seeds, loader.
 
 :func:`start_run` does, for every job and before any data is touched: join the process
 group under ``torchrun``, refuse a device that is not there, protect a folder that holds a
 run, load the checkpoint to resume (safely) and refuse a resume whose settings differ from
 the saved run's (unless allowed), write ``config.yaml`` and seed every RNG. The returned
-:class:`Run` then answers the per-job questions: autocast, loss scaler, micro-batch size,
-loaders.
+:class:`Run` then answers the per-job questions: autocast, loss scaler, micro-batch size
+(:mod:`vicmae.engine.batching`), loaders.
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ from torch import nn
 
 from vicmae.config import (
     ConfigError,
+    JobConfig,
     LoaderConfig,
-    accumulation,
     dump_yaml,
     loader_paths,
     resume_differences,
 )
 from vicmae.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
-from vicmae.engine.checkpoint import load_checkpoint, rng_state, set_rng_state
+from vicmae.engine.batching import accumulation, choose_micro_batch
+from vicmae.engine.checkpoint import load_checkpoint, set_rng_state
 from vicmae.engine.run_folder import (
     RunFolderError,
     clear_run_dir,
@@ -44,18 +45,13 @@ from vicmae_data.atomic import write_text_atomic
 
 log = logging.getLogger("vicmae")
 
-# On a CPU no memory probe is run: at most this many samples per forward.
-CPU_MICRO_BATCH_LIMIT = 32
-# Share of GPU memory the probed step (plus optimiser state) may use.
-GPU_MEMORY_SHARE = 0.85
-
 
 @dataclass
 class Run:
     """One job's process-level context (see the module docstring)."""
 
     kind: str  # "pretrain" | "linprobe" | "finetune"
-    cfg: Any  # TrainConfig | LinprobeConfig | FinetuneConfig
+    cfg: JobConfig
     info: DistInfo
     dir: Path
     resume: dict[str, Any] | None  # the checkpoint resumed from (tensors on the CPU)
@@ -85,31 +81,13 @@ class Run:
         state_bytes_per_param: int,
         multiple_of: int = 1,
     ) -> tuple[int, int]:
-        """(micro batch per device, accumulation steps) for ``cfg.optim`` on this job.
-
-        Set by ``optim.micro_batch``/``optim.accum``, else kept from the resumed run, else
-        the largest divisor of the per-device batch whose forward+backward (``probe(m)``)
-        plus optimiser state fits in GPU memory, agreed across ranks; on a CPU at most
-        :data:`CPU_MICRO_BATCH_LIMIT`.
-        """
-        o = self.cfg.optim
-        fits = None
-        if o.micro_batch is None and o.accum is None:
-            saved = (self.resume or {}).get("micro_batch")
-            per_device = o.batch_size // self.info.world_size
-            if saved is not None and per_device % int(saved) == 0:
-                fits = int(saved)  # the resumed run's layout: the same numerics
-            elif self.device.type == "cuda" and probe is not None:
-                fits = _largest_that_fits(
-                    model, probe, per_device, state_bytes_per_param, multiple_of
-                )
-                if self.info.distributed:
-                    t = torch.tensor([fits], device=self.device)
-                    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-                    fits = int(t.item())
-            elif self.device.type != "cuda":
-                fits = CPU_MICRO_BATCH_LIMIT
-        return accumulation(o, self.info.world_size, fits, multiple_of)
+        """(micro batch per device, accumulation steps) for ``cfg.optim`` on this job: see
+        :func:`vicmae.engine.batching.choose_micro_batch` (the resumed run's micro-batch is
+        kept)."""
+        saved = (self.resume or {}).get("micro_batch")
+        return choose_micro_batch(
+            self.cfg.optim, self.info, saved, model, probe, state_bytes_per_param, multiple_of
+        )
 
     def loader(
         self,
@@ -152,7 +130,7 @@ class Run:
 
 
 def start_run(
-    cfg: Any,
+    cfg: JobConfig,
     kind: str,
     *,
     resume: str | Path | bool | None = None,
@@ -215,7 +193,7 @@ def start_run(
     return run
 
 
-def _check_resumable(state: dict, path: Path, cfg: Any, kind: str, allow: bool) -> None:
+def _check_resumable(state: dict, path: Path, cfg: JobConfig, kind: str, allow: bool) -> None:
     saved_kind = state.get("kind", "pretrain")
     if saved_kind != kind or "config" not in state or "step" not in state:
         what = f"a {saved_kind} checkpoint" if "step" in state else "not a training checkpoint"
@@ -258,96 +236,3 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
-
-
-def _largest_that_fits(
-    model: nn.Module,
-    probe: Callable[[int], None],
-    per_device: int,
-    state_bytes_per_param: int,
-    multiple_of: int = 1,
-) -> int:
-    """Binary search over the divisors of ``per_device`` with real forward+backward passes.
-
-    RNG states and buffers (BatchNorm statistics) are put back afterwards, so probing
-    leaves no trace in the run.
-    """
-    divisors = [d for d in range(1, per_device + 1) if per_device % d == 0]
-    cands = [d for d in divisors if d % multiple_of == 0] or divisors
-    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-    params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    # Optimiser state + DDP's gradient buckets, allocated only once training starts.
-    reserved = params * (state_bytes_per_param // 4 + 1)
-    rng, buffers = rng_state(), {k: v.clone() for k, v in model.named_buffers()}
-
-    def fits(m: int) -> bool:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        try:
-            probe(m)
-            torch.cuda.synchronize()
-            ok = torch.cuda.max_memory_allocated() + reserved < GPU_MEMORY_SHARE * total
-        except torch.OutOfMemoryError:
-            ok = False
-        model.zero_grad(set_to_none=True)
-        torch.cuda.empty_cache()
-        return ok
-
-    best = largest_passing(cands, fits)
-    set_rng_state(rng)
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            buf.copy_(buffers[name])
-    log.info("micro-batch %d of %d per device fits in GPU memory", best, per_device)
-    return best
-
-
-def build_optimizer(
-    params: nn.Module | list[dict], optim: Any, device: torch.device
-) -> torch.optim.Optimizer:
-    """``optim.name`` over ``params`` (a model: weight decay on weight matrices only).
-
-    Group ``lr`` values are set by the engine every step from its schedule.
-    """
-    from vicmae.engine.param_groups import param_groups
-
-    groups = param_groups(params, optim.weight_decay) if isinstance(params, nn.Module) else params
-    if optim.name == "sgd":
-        return torch.optim.SGD(groups, lr=0.0, momentum=optim.momentum)
-    fused = optim.fused and device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=0.0, betas=optim.betas, fused=fused or None)
-
-
-def probe_step(
-    run: Run, model: nn.Module, loss_fn: Callable, num_views: int, resolution: int
-) -> Callable[[int], None]:
-    """``probe(m)``: one forward and backward of the job's loss on ``m`` random samples.
-
-    What :meth:`Run.micro_batching` measures GPU memory with (never called on a CPU).
-    """
-    from vicmae.engine.step_info import StepInfo
-    from vicmae_data import Batch
-
-    def probe(m: int) -> None:
-        views = torch.randint(0, 256, (m, num_views, 3, resolution, resolution), dtype=torch.uint8)
-        labels = torch.zeros(m, dtype=torch.long)
-        batch = Batch(views.to(run.device), labels.to(run.device),
-                      torch.zeros(m, dtype=torch.bool, device=run.device))  # fmt: skip
-        with run.autocast():
-            loss, _ = loss_fn(model, batch, StepInfo(0, 0, 0, run.info.rank, 0))
-        loss.backward()
-
-    return probe
-
-
-def largest_passing(cands: list[int], ok: Callable[[int], bool]) -> int:
-    """The largest of the sorted ``cands`` for which ``ok`` holds, by binary search (``ok``
-    holds up to some size, then fails); ``cands[0]`` when none passes."""
-    best, lo, hi = cands[0], 0, len(cands) - 1
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        if ok(cands[mid]):
-            best, lo = cands[mid], mid + 1
-        else:
-            hi = mid - 1
-    return best

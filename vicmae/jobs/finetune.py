@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from vicmae.config import AugmentConfig, ConfigError, FinetuneConfig, to_dict
+from vicmae.engine.batching import probe_step
 from vicmae.engine.evaluation import (
     ClassifierEval,
     count_classes,
@@ -43,9 +44,10 @@ from vicmae.engine.evaluation import (
     load_encoder,
 )
 from vicmae.engine.loop import Job, StepInfo, fit
+from vicmae.engine.param_groups import build_optimizer
 from vicmae.engine.run_folder import write_json
 from vicmae.engine.schedules import scaled_lr, warmup_cosine
-from vicmae.engine.setup import build_optimizer, probe_step, start_run
+from vicmae.engine.setup import start_run
 from vicmae.model.vit import ViTEncoder
 
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F  # noqa: N812 (torch's convention)
 from torch import Tensor, nn
 
 from vicmae.config import ConfigError, LinprobeConfig, to_dict
+from vicmae.engine.batching import probe_step
 from vicmae.engine.evaluation import (
     ClassifierEval,
     classification_metrics,
@@ -37,9 +38,10 @@ from vicmae.engine.evaluation import (
 )
 from vicmae.engine.loop import Job, StepInfo, fit
 from vicmae.engine.metrics import MetricsLogger
+from vicmae.engine.param_groups import build_optimizer
 from vicmae.engine.run_folder import write_json
 from vicmae.engine.schedules import scaled_lr, warmup_cosine
-from vicmae.engine.setup import Run, build_optimizer, probe_step, start_run
+from vicmae.engine.setup import Run, start_run
 
 log = logging.getLogger("vicmae")
 

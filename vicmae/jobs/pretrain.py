@@ -20,9 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from vicmae.config import TrainConfig
+from vicmae.engine.batching import probe_step
 from vicmae.engine.loop import FitResult, Job, NonFiniteLossError, StepInfo, fit
+from vicmae.engine.param_groups import build_optimizer
 from vicmae.engine.schedules import per_step, scaled_lr, warmup_cosine
-from vicmae.engine.setup import build_optimizer, probe_step, start_run
+from vicmae.engine.setup import start_run
 from vicmae.model.losses import lambda_schedule
 from vicmae.model.vicmae import ViCMAE
 

@@ -1,7 +1,7 @@
 """From a command line to a job's config: one parser for all three jobs.
 
 ``vicmae train pretrain|linprobe|finetune`` take the same things, and this module turns
-them into a resolved config; the CLI only collects them:
+them into a resolved config; the CLI (``vicmae_cli.train``) only collects them:
 
 - ``--config FILE|NAME`` (a YAML file, or a built-in name: :func:`builtin_configs`);
 - ``key=value`` overrides with dotted keys (``optim.epochs=3``), the same for every job;
@@ -22,8 +22,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vicmae.config import JOB_CONFIGS, ConfigError, load_config
-from vicmae.config_io import read_yaml
+from vicmae.config.io import ConfigError, read_yaml
+from vicmae.config.jobs import JOB_CONFIGS, JobConfig
+from vicmae.config.resolve import load_config
 from vicmae.engine.checkpoint import load_checkpoint
 
 # Typed flag -> config key, the same key in every job that has it.
@@ -86,7 +87,7 @@ def job_config(
     *,
     resume: bool = False,
     resume_target: str | None = None,
-) -> tuple[Any, str | bool | None]:
+) -> tuple[JobConfig, str | bool | None]:
     """The resolved config of a ``kind`` job, and what to pass as ``resume=``.
 
     Precedence: defaults <- the saved run's config (when resuming) <- ``config`` <-

@@ -1,9 +1,10 @@
 """Frozen-dataclass configs as data: dicts, YAML files, ``key=value`` overrides, differences.
 
-Nothing here knows a job; :mod:`vicmae.config` defines the sections and the three job
-configs. A config is built from plain data once (``from_dict`` checks every key and type
-and names the key in its error), never mutated, and turned back into plain data
-(``to_dict``) to print, save beside a run and store inside every checkpoint.
+Nothing here knows a job; :mod:`vicmae.config.sections` and :mod:`vicmae.config.jobs`
+define the sections and the three job configs. A config is built from plain data once
+(``from_dict`` checks every key and type and names the key in its error), never mutated,
+and turned back into plain data (``to_dict``) to print, save beside a run and store inside
+every checkpoint.
 
 Example::
 
@@ -172,7 +173,7 @@ def _deepcopy(d: dict[str, Any]) -> dict[str, Any]:
     return {k: _deepcopy(v) if isinstance(v, dict) else v for k, v in d.items()}
 
 
-BUILTIN_CONFIGS = Path(__file__).resolve().parent / "configs"
+BUILTIN_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # vicmae/configs/
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

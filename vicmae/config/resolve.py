@@ -1,0 +1,140 @@
+"""A job's config resolved once: loaded, derived values filled in, every setting checked.
+
+Precedence: defaults <- a ``base`` dict (a resumed run's saved config) <- a YAML file <-
+``key=value`` overrides. A setting that cannot work is refused here (:class:`ConfigError`,
+one line naming the key) before any work starts.
+
+Example::
+
+    cfg = load_config("demo_cpu", ["optim.base_lr=1e-4", "model.arch=vit_small_patch16"])
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from vicmae.config.io import (
+    ConfigError,
+    config_diff,
+    from_dict,
+    merge_overrides,
+    read_yaml,
+    to_dict,
+)
+from vicmae.config.jobs import FinetuneConfig, JobConfig, LinprobeConfig, TrainConfig
+from vicmae.config.sections import RUN_CONTROL_KEYS
+from vicmae.model.vit import VIT_ARCHS
+
+T = TypeVar("T")
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    cls: type[T] = TrainConfig,  # type: ignore[assignment]
+    base: dict[str, Any] | None = None,
+) -> T:
+    """Defaults <- ``base`` dict <- YAML file ``path`` <- ``overrides``, checked and resolved."""
+    data: dict[str, Any] = merge_overrides(base or {}, [])
+    if path is not None:
+        data = _merge(data, read_yaml(path))
+    data = merge_overrides(data, list(overrides))
+    return resolve(from_dict(cls, data))
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve(cfg: T) -> T:
+    """Derived values filled in once, then every setting checked (ConfigError if it cannot work).
+
+    Pretraining: the data resolution and the model's input size are one value.
+    """
+    if isinstance(cfg, TrainConfig):
+        res = cfg.model.img_size if cfg.data.resolution is None else cfg.data.resolution
+        check_resolution(res, cfg.model.arch, "data.resolution")
+        try:
+            model = replace(cfg.model, img_size=res)
+        except ValueError as exc:
+            raise ConfigError(f"model: {exc}") from None
+        cfg = replace(cfg, data=replace(cfg.data, resolution=res), model=model)
+    if isinstance(cfg, LinprobeConfig | FinetuneConfig):
+        if cfg.model.arch is not None and cfg.model.arch not in VIT_ARCHS:
+            raise ConfigError(f"model.arch: unknown {cfg.model.arch!r}; one of {sorted(VIT_ARCHS)}")
+        if cfg.data.resolution is not None and cfg.model.arch is not None:
+            check_resolution(cfg.data.resolution, cfg.model.arch, "data.resolution")
+    if cfg.optim.layer_decay is not None and not isinstance(cfg, FinetuneConfig):
+        raise ConfigError("optim.layer_decay applies to fine-tuning only; leave it null here")
+    if cfg.run.out is None:
+        cfg = replace(cfg, run=replace(cfg.run, out=default_out(cfg)))
+    _check_common(cfg)
+    return cfg
+
+
+def default_out(cfg: JobConfig) -> str:
+    """``runs/pretrain``; an evaluation's folder sits beside the checkpoint it evaluates."""
+    if isinstance(cfg, TrainConfig):
+        return os.path.join("runs", "pretrain")
+    job = "linprobe" if isinstance(cfg, LinprobeConfig) else "finetune"
+    if cfg.model.random_init:
+        job += "_random_init"
+    if cfg.model.checkpoint:
+        return os.path.join(os.path.dirname(cfg.model.checkpoint) or ".", job)
+    return os.path.join("runs", job)
+
+
+def patch_size(arch: str) -> int:
+    """The patch side of an architecture name (ConfigError naming the choices otherwise)."""
+    if arch not in VIT_ARCHS:
+        raise ConfigError(f"model.arch: unknown {arch!r}; one of {sorted(VIT_ARCHS)}")
+    return VIT_ARCHS[arch].patch_size
+
+
+def check_resolution(res: int, arch: str, key: str) -> None:
+    """Refuse a resolution that is not a positive multiple of the architecture's patch."""
+    p = patch_size(arch)
+    if res <= 0 or res % p:
+        lo = max(p, res // p * p)
+        hint = f"use {lo} or {lo + p}" if res > 0 else f"use a multiple of {p}, e.g. {14 * p}"
+        raise ConfigError(
+            f"{key}={res} is not a positive multiple of the patch size {p} of {arch}; {hint}"
+        )
+
+
+def _check_common(cfg: JobConfig) -> None:
+    o, r, d = cfg.optim, cfg.run, cfg.data
+    for key, value in (("optim.batch_size", o.batch_size), ("optim.epochs", o.epochs)):
+        if value <= 0:
+            raise ConfigError(f"{key}={value} must be positive")
+    for key, value in (("optim.micro_batch", o.micro_batch), ("optim.accum", o.accum)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{key}={value} must be positive")
+    if o.base_lr < 0 or o.weight_decay < 0:
+        raise ConfigError("optim.base_lr and optim.weight_decay must not be negative")
+    if o.warmup_epochs < 0:
+        raise ConfigError(f"optim.warmup_epochs={o.warmup_epochs} must not be negative")
+    if o.layer_decay is not None and not 0 < o.layer_decay <= 1:
+        raise ConfigError(f"optim.layer_decay={o.layer_decay} must be in (0, 1]")
+    if r.ckpt_every_steps <= 0 or r.log_every_steps <= 0:
+        raise ConfigError("run.ckpt_every_steps and run.log_every_steps must be positive")
+    if r.keep < 0 or r.ckpt_every_minutes < 0:
+        raise ConfigError("run.keep and run.ckpt_every_minutes must not be negative")
+    if r.max_steps is not None and r.max_steps <= 0:
+        raise ConfigError(f"run.max_steps={r.max_steps} must be positive (or null)")
+    if d.num_workers < 1:
+        raise ConfigError(f"data.num_workers={d.num_workers} must be at least 1")
+    if d.resolution is not None and d.resolution <= 0:
+        raise ConfigError(f"data.resolution={d.resolution} must be positive")
+    if r.device not in ("auto", "cpu", "cuda") and not r.device.startswith("cuda:"):
+        raise ConfigError(f"run.device={r.device!r}: use auto, cpu, cuda or cuda:N")
+
+
+def resume_differences(saved: dict[str, Any], cfg: JobConfig) -> list[tuple]:
+    """Settings of ``cfg`` that differ from a saved run's config, run-control keys excepted."""
+    return [d for d in config_diff(saved, to_dict(cfg)) if d[0] not in RUN_CONTROL_KEYS]

@@ -1,0 +1,192 @@
+"""How many samples per forward: the batch arithmetic and the GPU memory probe.
+
+A job's global batch (``optim.batch_size``) is ``micro_batch`` samples per device per
+forward x ``accum`` forwards per optimiser step x the number of processes:
+
+- :func:`accumulation` splits the per-device batch (``optim.micro_batch`` or
+  ``optim.accum`` decide when set; otherwise the largest divisor within a limit);
+- :func:`choose_micro_batch` finds that limit: the resumed run's micro-batch (the same
+  numerics), else on CUDA the largest divisor whose forward and backward
+  (:func:`probe_step`) plus optimiser state fits in GPU memory, agreed across ranks; on a
+  CPU at most :data:`CPU_MICRO_BATCH_LIMIT`.
+
+Example::
+
+    micro, accum = accumulation(OptimConfig(batch_size=4096, micro_batch=64), world_size=8)
+    # (64, 8): 64 per forward x 8 forwards x 8 processes
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from vicmae.config.io import ConfigError
+from vicmae.config.sections import OptimConfig
+from vicmae.distributed import DistInfo
+from vicmae.engine.checkpoint import rng_state, set_rng_state
+
+if TYPE_CHECKING:
+    from vicmae.engine.setup import Run
+
+log = logging.getLogger("vicmae")
+
+# On a CPU no memory probe is run: at most this many samples per forward.
+CPU_MICRO_BATCH_LIMIT = 32
+# Share of GPU memory the probed step (plus optimiser state) may use.
+GPU_MEMORY_SHARE = 0.85
+
+
+def accumulation(
+    optim: OptimConfig, world_size: int, fits: int | None = None, multiple_of: int = 1
+) -> tuple[int, int]:
+    """(micro batch per device, accumulation steps) whose product is the per-device batch.
+
+    ``optim.micro_batch`` or ``optim.accum`` decide when set; otherwise the largest divisor
+    of the per-device batch that is at most ``fits`` (no limit when None), a multiple of
+    ``multiple_of`` where one exists (mixup needs pairs).
+    """
+    per_device, rest = divmod(optim.batch_size, world_size)
+    if rest:
+        raise ConfigError(
+            f"optim.batch_size={optim.batch_size} is not divisible by the {world_size} "
+            f"processes; use a multiple of {world_size}"
+        )
+    micro = optim.micro_batch
+    if micro is None and optim.accum is not None:
+        if per_device % optim.accum:
+            raise ConfigError(
+                f"optim.accum={optim.accum} does not divide the per-device batch {per_device} "
+                f"(optim.batch_size={optim.batch_size} over {world_size} process(es))"
+            )
+        micro = per_device // optim.accum
+    if micro is None:
+        limit = per_device if fits is None else max(1, min(fits, per_device))
+        divisors = [d for d in range(1, limit + 1) if per_device % d == 0]
+        micro = max([d for d in divisors if d % multiple_of == 0] or divisors)
+    steps, rest = divmod(per_device, micro)
+    if rest or steps == 0:
+        raise ConfigError(
+            f"optim.batch_size={optim.batch_size} over {world_size} process(es) is {per_device} "
+            f"per device, not a multiple of optim.micro_batch={micro}"
+        )
+    if optim.accum is not None and optim.accum != steps:
+        raise ConfigError(
+            f"optim.accum={optim.accum} and optim.micro_batch={micro} disagree: "
+            f"{per_device} per device needs accum={steps}"
+        )
+    return micro, steps
+
+
+def choose_micro_batch(
+    optim: OptimConfig,
+    info: DistInfo,
+    saved: int | None,
+    model: nn.Module,
+    probe: Callable[[int], None] | None,
+    state_bytes_per_param: int,
+    multiple_of: int = 1,
+) -> tuple[int, int]:
+    """(micro batch per device, accumulation steps) for ``optim`` on this device.
+
+    Set by ``optim.micro_batch``/``optim.accum``, else kept from the resumed run (``saved``,
+    its micro-batch), else the largest divisor of the per-device batch whose forward+backward
+    (``probe(m)``) plus optimiser state fits in GPU memory, agreed across ranks; on a CPU at
+    most :data:`CPU_MICRO_BATCH_LIMIT`.
+    """
+    fits = None
+    if optim.micro_batch is None and optim.accum is None:
+        per_device = optim.batch_size // info.world_size
+        if saved is not None and per_device % int(saved) == 0:
+            fits = int(saved)  # the resumed run's layout: the same numerics
+        elif info.device.type == "cuda" and probe is not None:
+            fits = _largest_that_fits(model, probe, per_device, state_bytes_per_param, multiple_of)
+            if info.distributed:
+                t = torch.tensor([fits], device=info.device)
+                dist.all_reduce(t, op=dist.ReduceOp.MIN)
+                fits = int(t.item())
+        elif info.device.type != "cuda":
+            fits = CPU_MICRO_BATCH_LIMIT
+    return accumulation(optim, info.world_size, fits, multiple_of)
+
+
+def _largest_that_fits(
+    model: nn.Module,
+    probe: Callable[[int], None],
+    per_device: int,
+    state_bytes_per_param: int,
+    multiple_of: int = 1,
+) -> int:
+    """Binary search over the divisors of ``per_device`` with real forward+backward passes.
+
+    RNG states and buffers (BatchNorm statistics) are put back afterwards, so probing
+    leaves no trace in the run.
+    """
+    divisors = [d for d in range(1, per_device + 1) if per_device % d == 0]
+    cands = [d for d in divisors if d % multiple_of == 0] or divisors
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    # Optimiser state + DDP's gradient buckets, allocated only once training starts.
+    reserved = params * (state_bytes_per_param // 4 + 1)
+    rng, buffers = rng_state(), {k: v.clone() for k, v in model.named_buffers()}
+
+    def fits(m: int) -> bool:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        try:
+            probe(m)
+            torch.cuda.synchronize()
+            ok = torch.cuda.max_memory_allocated() + reserved < GPU_MEMORY_SHARE * total
+        except torch.OutOfMemoryError:
+            ok = False
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        return ok
+
+    best = largest_passing(cands, fits)
+    set_rng_state(rng)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            buf.copy_(buffers[name])
+    log.info("micro-batch %d of %d per device fits in GPU memory", best, per_device)
+    return best
+
+
+def probe_step(
+    run: Run, model: nn.Module, loss_fn: Callable, num_views: int, resolution: int
+) -> Callable[[int], None]:
+    """``probe(m)``: one forward and backward of the job's loss on ``m`` random samples.
+
+    What :func:`choose_micro_batch` measures GPU memory with (never called on a CPU).
+    """
+    from vicmae.engine.step_info import StepInfo
+    from vicmae_data import Batch
+
+    def probe(m: int) -> None:
+        views = torch.randint(0, 256, (m, num_views, 3, resolution, resolution), dtype=torch.uint8)
+        labels = torch.zeros(m, dtype=torch.long)
+        batch = Batch(views.to(run.device), labels.to(run.device),
+                      torch.zeros(m, dtype=torch.bool, device=run.device))  # fmt: skip
+        with run.autocast():
+            loss, _ = loss_fn(model, batch, StepInfo(0, 0, 0, run.info.rank, 0))
+        loss.backward()
+
+    return probe
+
+
+def largest_passing(cands: list[int], ok: Callable[[int], bool]) -> int:
+    """The largest of the sorted ``cands`` for which ``ok`` holds, by binary search (``ok``
+    holds up to some size, then fails); ``cands[0]`` when none passes."""
+    best, lo, hi = cands[0], 0, len(cands) - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if ok(cands[mid]):
+            best, lo = cands[mid], mid + 1
+        else:
+            hi = mid - 1
+    return best
