@@ -1,7 +1,8 @@
 """What the two evaluation jobs share: the encoder they start from, class counts, accuracy.
 
-- :func:`load_encoder` builds the pretrained ViCMAE from a checkpoint's own config (safe
-  loading), at the requested resolution, checking the architecture;
+- :func:`load_encoder` builds the pretrained encoder alone (no decoder, no projector) from a
+  checkpoint's own config (safe loading), at the requested resolution, checking the
+  architecture, and loads the encoder's weights only;
 - :func:`count_classes` reads the label columns of the training and validation files;
 - :class:`ClassifierEval` is the per-epoch validation: every validation sample exactly once
   (sharded across ranks, gathered by sample index), softmax averaged over K passes,
@@ -11,8 +12,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -22,15 +22,28 @@ from torch import Tensor, nn
 from vicmae.config import ConfigError, EvalModelConfig, check_resolution
 from vicmae.engine.checkpoint import load_checkpoint, model_state
 from vicmae.engine.setup import Run
-from vicmae.model.vicmae import ModelConfig, ViCMAE
+from vicmae.model.vicmae import ModelConfig
+from vicmae.model.vit import ViTEncoder
 
 log = logging.getLogger("vicmae")
 
 
+class PretrainedEncoder(NamedTuple):
+    """What :func:`load_encoder` returns: ``encoder, resolution, arch = load_encoder(...)``."""
+
+    encoder: ViTEncoder
+    resolution: int  # the input side the encoder was built for
+    arch: str  # the architecture's name (the checkpoint's, or model.arch)
+
+
 def load_encoder(
     mcfg: EvalModelConfig, resolution: int | None, drop_path: float = 0.0
-) -> tuple[ViCMAE, int]:
-    """(ViCMAE with the checkpoint's weights unless ``random_init``, input resolution)."""
+) -> PretrainedEncoder:
+    """The encoder alone, with the checkpoint's encoder weights unless ``random_init``.
+
+    ``resolution`` None: the checkpoint's input size (position tables are resampled on
+    load for another one). The decoder and projector in the checkpoint are not built.
+    """
     state = load_checkpoint(mcfg.checkpoint) if mcfg.checkpoint else None
     if state is not None and isinstance(state.get("config"), dict) and "model" in state["config"]:
         if state.get("kind", "pretrain") != "pretrain":
@@ -51,16 +64,20 @@ def load_encoder(
         raise ConfigError("pass --checkpoint CKPT (or --random-init / --arch ARCH)")
     res = saved.img_size if resolution is None else resolution
     check_resolution(res, saved.arch, "data.resolution")
-    model = ViCMAE(ModelConfig(**{**asdict(saved), "img_size": res, "drop_path": drop_path}))
+    encoder = ViTEncoder.from_arch(saved.arch, res, drop_path)
     if state is not None and not mcfg.random_init:
+        prefix = "encoder."
+        weights = {
+            k[len(prefix) :]: v for k, v in model_state(state).items() if k.startswith(prefix)
+        }
         try:
-            model.load_state_dict(model_state(state))
+            encoder.load_state_dict(weights)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[-1].strip()
             raise ConfigError(
                 f"{mcfg.checkpoint}: weights do not fit its config ({first})"
             ) from None
-    return model, res
+    return PretrainedEncoder(encoder, res, saved.arch)
 
 
 def encoder_features(encoder: nn.Module, imgs: Tensor, pool: str) -> Tensor:

@@ -154,13 +154,13 @@ def finetune(
     o, m = cfg.optim, cfg.model
     # The checkpoint, resolution and labels are checked before the run starts.
     torch.manual_seed(cfg.run.seed)  # a random-init encoder is the same on every rank
-    vicmae, res = load_encoder(m, cfg.data.resolution, drop_path=m.drop_path)
+    encoder, res, arch = load_encoder(m, cfg.data.resolution, drop_path=m.drop_path)
     if m.learn_pos_embed:
-        vicmae.encoder.learn_pos_embed()
+        encoder.learn_pos_embed()
     classes = count_classes(cfg.data.betons[0], cfg.data.val_beton)
     with start_run(cfg, "finetune", resume=resume, overwrite=overwrite,
                    allow_changes=allow_changes) as run:  # fmt: skip
-        model = Classifier(vicmae.encoder, classes, m.pool).to(run.device)
+        model = Classifier(encoder, classes, m.pool).to(run.device)
         loss = FinetuneLoss(cfg.augment, classes, res, run.device)
         pairs = 2 if loss.mixup is not None else 1  # mixup and cutmix mix pairs of samples
         micro, accum = run.micro_batching(model, probe_step(run, model, loss, 1, res), 8, pairs)
@@ -183,7 +183,7 @@ def finetune(
         result = fit(run, job)
         out = {
             **result.val_metrics, "best": result.best, "step": result.step,
-            "num_classes": classes, "arch": vicmae.cfg.arch, "resolution": res,
+            "num_classes": classes, "arch": arch, "resolution": res,
             "checkpoint": m.checkpoint, "test_views": cfg.augment.test_views,
             "config": to_dict(cfg),
         }  # fmt: skip

@@ -101,17 +101,17 @@ def linprobe(
         raise ConfigError("probe.cached=true trains in seconds and has no --resume; rerun it")
     # The checkpoint, resolution and labels are checked before the run starts.
     torch.manual_seed(cfg.run.seed)  # a random-init encoder is the same on every rank
-    vicmae, res = load_encoder(cfg.model, cfg.data.resolution)
+    encoder, res, arch = load_encoder(cfg.model, cfg.data.resolution)
     classes = count_classes(cfg.data.betons[0], cfg.data.val_beton)
     with start_run(cfg, "linprobe", resume=resume, overwrite=overwrite,
                    allow_changes=allow_changes) as run:  # fmt: skip
-        model = LinearProbe(vicmae.encoder, classes, cfg.model.pool).to(run.device)
+        model = LinearProbe(encoder, classes, cfg.model.pool).to(run.device)
         if cfg.probe.cached:
             val = _cached_probe(run, model, res)
         else:
             val = _probe(run, model, res)
         result = {
-            **val, "num_classes": classes, "arch": vicmae.cfg.arch, "resolution": res,
+            **val, "num_classes": classes, "arch": arch, "resolution": res,
             "checkpoint": cfg.model.checkpoint, "random_init": cfg.model.random_init,
             "config": to_dict(cfg),
         }  # fmt: skip
