@@ -47,13 +47,13 @@ from numba import njit, prange, set_num_threads
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from vicmae_data.format import libwebp
 from vicmae_data.format.beton import BetonFile, Sample
-from vicmae_data.format.cvresize import HEADER_WORDS
 from vicmae_data.format.frames import FrameList
 from vicmae_data.load.decoder import WebPFramesDecoder
 from vicmae_data.load.kernels import decode_batch, kernel_table
 from vicmae_data.load.loader import make_loader
+from vicmae_data.load.native import libwebp
+from vicmae_data.load.native.cvresize import HEADER_WORDS
 from vicmae_data.load.samplers import distant, rng_init
 from vicmae_data.write.beton_writer import write_beton
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vicmae_data.format import libwebp
 from vicmae_data.format.beton import Sample
 from vicmae_data.format.frames import FrameList
 from vicmae_data.load.loader import make_loader, sample_params
+from vicmae_data.load.native import libwebp
 from vicmae_data.write.beton_writer import write_beton
 
 RES = 24

@@ -6,9 +6,10 @@ The package follows the data's way; each folder is one stage:
   listed into items with labels;
 - ``write/``: items -> WebP frames (transcode, worker processes, the resume cache of
   parts) -> a .beton (convert, merge, the writer);
-- ``format/``: the .beton itself (fields, page layout, raw access) and libwebp;
-- ``load/``: a .beton -> batches (frame samplers, crop parameters, decoder, traversal
-  order, memory managers, the loader) and the torch-side augmentation of those batches;
+- ``format/``: the .beton itself (fields, page layout, raw access);
+- ``load/``: a .beton -> batches (frame samplers, crop parameters, decoder and its C
+  bindings in ``load/native/``, traversal order, memory managers, the loader) and the
+  torch-side augmentation of those batches;
 - ``inspect/``: info, verify, preview, one sample as pixels;
 - ``synth/``: small datasets in the real layouts, for tests and demos.
 

@@ -27,8 +27,6 @@ from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 from numba import njit
 
-from vicmae_data.format.cvresize import HEADER_WORDS
-from vicmae_data.format.libwebp import CONFIG_WORDS
 from vicmae_data.load.kernels import (
     decode_gathered,
     decode_mapped,
@@ -36,6 +34,8 @@ from vicmae_data.load.kernels import (
     sample_arrays,
 )
 from vicmae_data.load.memory import read_mapped
+from vicmae_data.load.native.cvresize import HEADER_WORDS
+from vicmae_data.load.native.libwebp import CONFIG_WORDS
 from vicmae_data.load.samplers import SAMPLING_MODES
 
 

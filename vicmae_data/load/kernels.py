@@ -20,10 +20,10 @@ import numpy as np
 from ffcv.libffcv import ctypes_memcopy, ctypes_resize
 from numba import njit, prange, types
 
-from vicmae_data.format import libwebp
-from vicmae_data.format.ccall import address_of, c_function
-from vicmae_data.format.cvresize import cv_resize_address, resize_view
 from vicmae_data.load.crops import draw_view_params
+from vicmae_data.load.native import libwebp
+from vicmae_data.load.native.ccall import address_of, c_function
+from vicmae_data.load.native.cvresize import cv_resize_address, resize_view
 
 FN_RESIZE, FN_MEMCPY, FN_CV_RESIZE = 3, 4, 5  # after libwebp's three (function_table)
 _call_resize = c_function(types.int32, *([types.int64] * 11))

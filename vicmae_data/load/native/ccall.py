@@ -6,7 +6,7 @@ at random addresses). Here the address is an ordinary integer argument instead:
 :func:`c_function` makes an intrinsic ``call(address, *args)`` that casts the integer to
 a function pointer of the declared C signature and calls it. Code that calls it takes the
 addresses as arguments (a small int64 table read at run time, see
-:func:`vicmae_data.format.libwebp.function_table`), never as a global, and caches cleanly:
+:func:`vicmae_data.load.native.libwebp.function_table`), never as a global, and caches cleanly:
 a second process loads the machine code instead of compiling it.
 """
 

@@ -2,7 +2,7 @@
 
 The ``*_fn`` functions take the table of libwebp's function addresses
 (:func:`function_table`, read at run time) as their first argument and call through it
-(:mod:`vicmae_data.format.ccall`), so numba caches them on disk and the loader's compiled
+(:mod:`vicmae_data.load.native.ccall`), so numba caches them on disk and the loader's compiled
 code starts in a second process without compiling them again. The plain functions are
 conveniences for Python callers and tests (with the table of this process built in; they
 are compiled per process). Only decoding is bound:
@@ -30,7 +30,7 @@ from ctypes import c_int, c_size_t, c_void_p
 import numpy as np
 from numba import njit, types
 
-from vicmae_data.format.ccall import address_of, c_function
+from vicmae_data.load.native.ccall import address_of, c_function
 
 # WEBP_DECODER_ABI_VERSION: libwebp accepts any minor version with the same major (0x02).
 WEBP_DECODER_ABI_VERSION = 0x0209

@@ -12,7 +12,7 @@ antialias and OpenCV's integer path is fast.
 OpenCV 4 keeps its C API (``cvResize(const CvArr* src, CvArr* dst, int interpolation)``
 in ``libopencv_imgproc``, the library ffcv's ``_libffcv`` links), which takes two
 ``CvMat`` headers; :func:`resize_view` writes them into a caller-owned int64 scratch
-(``HEADER_WORDS``), as :mod:`vicmae_data.format.libwebp` writes ``WebPDecoderConfig``.
+(``HEADER_WORDS``), as :mod:`vicmae_data.load.native.libwebp` writes ``WebPDecoderConfig``.
 Layout from OpenCV's ``types_c.h`` (x86-64): ``int type; int step; int* refcount;
 int hdr_refcount; uchar* data; int rows; int cols`` (40 bytes). Where no ``cvResize`` is
 found (its address is 0) callers use ffcv's resize instead.
@@ -26,7 +26,7 @@ import ctypes.util
 import numpy as np
 from numba import njit, types
 
-from vicmae_data.format.ccall import address_of, c_function
+from vicmae_data.load.native.ccall import address_of, c_function
 
 CV_MAT_MAGIC = 0x42420000
 CV_MAT_CONT = 1 << 14
