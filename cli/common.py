@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
 
 import vicmae
+from vicmae_cli.display import shown
+
+if TYPE_CHECKING:
+    from vicmae_data.format.beton import BetonFile
 
 err_console = Console(stderr=True)
 
@@ -32,3 +37,13 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line to stderr and exit non-zero (no traceback)."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def open_beton_or_fail(path: Path) -> BetonFile:
+    """``BetonFile(path)``, or the reason it is not a readable .beton in one line (exit 2)."""
+    from vicmae_data.format.beton import BetonError, BetonFile
+
+    try:
+        return BetonFile(path)
+    except BetonError as exc:
+        fail(shown(str(exc)))

@@ -1,9 +1,15 @@
-"""`vicmae-data convert`: a dataset on disk -> one .beton of WebP frame lists."""
+"""`vicmae-data convert / merge`: the commands that write .beton files.
+
+`convert`: a dataset on disk -> one .beton of WebP frame lists; `merge`: .beton files
+(shards, or an image and a video dataset) -> one, without re-encoding.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
+import warnings
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -11,7 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from vicmae_cli.common import fail
+from vicmae_cli.common import err_console, fail, open_beton_or_fail
 from vicmae_cli.display import shown
 from vicmae_cli.progress import ConvertProgressView
 from vicmae_data.write.settings import DEFAULT_METHOD, DEFAULT_QUALITY
@@ -22,6 +28,7 @@ console = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
     app.command("convert")(convert_command)
+    app.command("merge")(merge_cmd)
 
 
 def convert_command(
@@ -240,3 +247,64 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
+
+
+class Relabel(StrEnum):
+    auto = "auto"
+    offset = "offset"
+    keep = "keep"
+
+
+def merge_cmd(
+    inputs: list[Path] = typer.Argument(..., help="The .beton files to join, in order."),
+    out: Path = typer.Option(..., "--out", "-o", help="The merged .beton."),
+    relabel: Relabel = typer.Option(
+        Relabel.auto,
+        "--relabel",
+        help="auto: keep labels of one dataset's shards, offset different datasets; "
+        "offset: shift every input past the previous; keep: never change labels.",
+    ),
+    workers: int = typer.Option(4, "--workers", "-w", min=1, help="Threads reading the inputs."),
+    skip_damaged: bool = typer.Option(
+        False,
+        "--skip-damaged",
+        help="Leave out samples whose frames fail their CRC32 check (listed in the report) "
+        "instead of stopping at the first one.",
+    ),
+) -> None:
+    """Join .beton files (shards, or an image and a video dataset) without re-encoding.
+
+    Example: vicmae-data merge k400-0.beton k400-1.beton --out k400.beton
+    """
+    from vicmae_data.format.beton import BetonError
+    from vicmae_data.write.beton_writer import BetonWriteError
+    from vicmae_data.write.merge import MergeWarning, merge
+
+    for p in inputs:
+        open_beton_or_fail(p)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = merge(
+                inputs, out, relabel=relabel.value, num_workers=workers, skip_damaged=skip_damaged
+            )
+        except (BetonError, BetonWriteError, ValueError, OSError) as exc:
+            fail(shown(str(exc)))
+    for w in caught:
+        if issubclass(w.category, MergeWarning):
+            err_console.print(
+                f"[yellow]warning:[/] {shown(str(w.message))}", highlight=False, soft_wrap=True
+            )
+    for entry in result.damaged:
+        err_console.print(
+            f"[yellow]skipped[/] {shown(str(entry['path']))} sample {entry['index']} "
+            f"({shown(entry['source'])}): {shown(entry['reason'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    extra = f" (+ {result.report.name})" if result.report else ""
+    Console().print(
+        f"wrote {shown(str(result.out))}: {result.plan.total - len(result.damaged):,} samples from "
+        f"{len(inputs)} files{extra}",
+        soft_wrap=True,
+    )

@@ -1,10 +1,8 @@
-"""`vicmae-data info / verify / preview / merge`: look inside .beton files and join them."""
+"""`vicmae-data info / verify / preview`: look inside .beton files."""
 
 from __future__ import annotations
 
 import json
-import warnings
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,11 +11,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vicmae_cli.common import err_console, fail
+from vicmae_cli.common import err_console, fail, open_beton_or_fail
 from vicmae_cli.display import shown
 
 if TYPE_CHECKING:
-    from vicmae_data.format.beton import BetonFile
     from vicmae_data.inspect.info import BetonInfo
 
 # The library modules below import ffcv, which imports torch (seconds): each command
@@ -26,27 +23,12 @@ if TYPE_CHECKING:
 console = Console()
 
 
-class Relabel(StrEnum):
-    auto = "auto"
-    offset = "offset"
-    keep = "keep"
-
-
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1024 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
-
-
-def _open_or_fail(path: Path) -> BetonFile:
-    from vicmae_data.format.beton import BetonError, BetonFile
-
-    try:
-        return BetonFile(path)
-    except BetonError as exc:
-        fail(shown(str(exc)))
 
 
 def _info_table(s: BetonInfo) -> Table:
@@ -113,7 +95,7 @@ def info_cmd(
     from vicmae_data.format.beton import BetonError
     from vicmae_data.inspect.info import info
 
-    _open_or_fail(path)
+    open_beton_or_fail(path)
     try:
         summary = info(path)
     except BetonError as exc:
@@ -135,7 +117,7 @@ def verify_cmd(
     from vicmae_data.format.beton import BetonError
     from vicmae_data.inspect.verify import verify
 
-    total = len(_open_or_fail(path))
+    total = len(open_beton_or_fail(path))
     columns = (
         TextColumn("verify"),
         BarColumn(),
@@ -179,7 +161,7 @@ def preview_cmd(
     from vicmae_data.format.beton import BetonError
     from vicmae_data.inspect.preview import write_preview
 
-    _open_or_fail(path)
+    open_beton_or_fail(path)
     try:
         written = write_preview(
             path, index, out, max_frames=max_frames, cols=cols or None, thumb_width=thumb_width
@@ -189,64 +171,8 @@ def preview_cmd(
     console.print(f"wrote {shown(str(written))}", soft_wrap=True)
 
 
-def merge_cmd(
-    inputs: list[Path] = typer.Argument(..., help="The .beton files to join, in order."),
-    out: Path = typer.Option(..., "--out", "-o", help="The merged .beton."),
-    relabel: Relabel = typer.Option(
-        Relabel.auto,
-        "--relabel",
-        help="auto: keep labels of one dataset's shards, offset different datasets; "
-        "offset: shift every input past the previous; keep: never change labels.",
-    ),
-    workers: int = typer.Option(4, "--workers", "-w", min=1, help="Threads reading the inputs."),
-    skip_damaged: bool = typer.Option(
-        False,
-        "--skip-damaged",
-        help="Leave out samples whose frames fail their CRC32 check (listed in the report) "
-        "instead of stopping at the first one.",
-    ),
-) -> None:
-    """Join .beton files (shards, or an image and a video dataset) without re-encoding.
-
-    Example: vicmae-data merge k400-0.beton k400-1.beton --out k400.beton
-    """
-    from vicmae_data.format.beton import BetonError
-    from vicmae_data.write.beton_writer import BetonWriteError
-    from vicmae_data.write.merge import MergeWarning, merge
-
-    for p in inputs:
-        _open_or_fail(p)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            result = merge(
-                inputs, out, relabel=relabel.value, num_workers=workers, skip_damaged=skip_damaged
-            )
-        except (BetonError, BetonWriteError, ValueError, OSError) as exc:
-            fail(shown(str(exc)))
-    for w in caught:
-        if issubclass(w.category, MergeWarning):
-            err_console.print(
-                f"[yellow]warning:[/] {shown(str(w.message))}", highlight=False, soft_wrap=True
-            )
-    for entry in result.damaged:
-        err_console.print(
-            f"[yellow]skipped[/] {shown(str(entry['path']))} sample {entry['index']} "
-            f"({shown(entry['source'])}): {shown(entry['reason'])}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    extra = f" (+ {result.report.name})" if result.report else ""
-    console.print(
-        f"wrote {shown(str(result.out))}: {result.plan.total - len(result.damaged):,} samples from "
-        f"{len(inputs)} files{extra}",
-        soft_wrap=True,
-    )
-
-
 def register(app: typer.Typer) -> None:
-    """Add `info`, `verify`, `preview` and `merge` to `app`."""
+    """Add `info`, `verify` and `preview` to `app`."""
     app.command("info")(info_cmd)
     app.command("verify")(verify_cmd)
     app.command("preview")(preview_cmd)
-    app.command("merge")(merge_cmd)
