@@ -1,4 +1,6 @@
-"""Every use of ffcv's private attributes in vicmae, in one module. Written for ffcv 1.0.2.
+"""Every use of ffcv's private attributes in vicmae, and the list of every other coupling.
+
+Written for, and reviewed against, ffcv 1.0.2 (:data:`FFCV_VERSION`).
 
 vicmae reaches ffcv through its public extension points wherever one exists: a
 :class:`~ffcv.fields.base.Field` (the WebP frame list), :class:`~ffcv.pipeline.operation.
@@ -24,11 +26,62 @@ public way to do is here, each with the reason:
   iterated in the main thread would change the caller's ``torch.get_num_threads()`` to the
   loader's worker count. :class:`FileLoader` leaves the caller's setting as it was.
 
-(Files are written by :mod:`vicmae_data.write.beton_writer`, from ``ffcv.types``' format
-definitions and the fields' public ``encode``, not by ffcv's ``DatasetWriter``.)
+Everything else in the project that relies on how ffcv 1.0.2 is built, beyond the extension
+points above (re-check each item when ffcv changes):
 
-A newer ffcv may rename any of these; :func:`check_ffcv_version` warns once when the
-installed version is not the one this module was written for.
+- ``vicmae_data/write/beton_writer.py`` writes ffcv's on-disk layout itself, from
+  ``ffcv.types`` (``HeaderType``, ``FieldDescType``, ``ALLOC_TABLE_TYPE``,
+  ``get_metadata_type``, ``TYPE_ID_HANDLER``, ``CURRENT_VERSION``) and each field's
+  ``encode(destination, value, malloc)``, instead of ffcv's ``DatasetWriter``.
+- ``vicmae_data/format/tables.py`` declares the same layout again with NumPy (header, field
+  descriptors with 1024 argument bytes, metadata rows, allocation table at the end; format
+  version 2; type ids 1 int, 5 JSON, 255 custom) so that inspecting never imports ffcv;
+  ``tests/test_manifest.py`` compares those dtypes with ``ffcv.types``.
+- ``vicmae_data/format/pages.py`` and ``vicmae_data/write/settings.py`` follow the readers'
+  page rules: the process cache slices each allocation out of one page (none may cross a
+  page boundary), pages from ffcv's 2 MiB minimum, the size stored as uint32.
+- ``vicmae_data/format/manifest.py`` keeps the class list where ffcv's readers never look:
+  data bytes no allocation lists, and the ``label`` descriptor's argument bytes, which
+  ``IntField`` leaves unused. ``vicmae_data/format/beton.py`` reads ``JSONField`` values
+  (UTF-8 JSON, then a NUL byte) and declares the fields (``IntField``, ``JSONField``, and
+  ``vicmae_data/format/frames.py``'s ``WebPFramesField``, an ffcv ``Field``).
+- ``vicmae_data/load/decoder.py``: ``Operation`` decoders that read ``self.metadata`` and
+  ``self.memory_read`` (set on an operation by ffcv's pipeline), declare ``State`` and
+  ``AllocationQuery`` objects, and return functions with ffcv's compiled calling convention
+  ``(batch_indices, destination, metadata, storage_state)``; the memory-mapped readers are
+  told apart by ``memory_read is read_mapped``.
+- ``vicmae_data/load/kernels.py`` calls ffcv's C functions ``ctypes_resize`` (11 integer
+  arguments) and ``ctypes_memcopy`` (source, destination, bytes) from ``ffcv.libffcv`` by
+  address, with the signatures ffcv 1.0.2 declares.
+- ``vicmae_data/load/native/cvresize.py`` calls ``cvResize`` (OpenCV's C API) in the
+  ``libopencv_imgproc`` that ffcv's ``_libffcv`` extension links, found among the process's
+  mappings after ``import ffcv.libffcv``.
+- ``vicmae_data/load/memory.py``: ``ReadOnlyMmapManager`` subclasses ``OSCacheManager`` and
+  overrides its ``state_type`` (1.0.2's marks numba's shared array types read-only in
+  place) and ``compile_reader``; ``BoundedMmapContext`` subclasses ``MemoryContext``
+  (``start_batch``, enter/exit) and reads the manager's ``reader.file_name``, ``ptrs`` and
+  ``sizes``; ``schedule_epoch`` sees every epoch's batches.
+- ``vicmae_data/load/order.py``: ``BlockShuffleOrder`` (a ``TraversalOrder``) reads
+  ``self.indices`` and the loader's ``batch_size``; it reaches the Loader through
+  :class:`OrderFactory`.
+- ``vicmae_data/load/loader.py`` builds :class:`FileLoader` with ffcv's Loader arguments
+  (``pipelines`` of ``PipelineSpec`` with ``IntDecoder``/``ToTensor``, ``custom_fields``,
+  ``indices``, ``batches_ahead``...), turns ffcv's ``AssertionError``/``ValueError``/
+  ``IndexError`` on a file it cannot load into one line, and reads the Loader's
+  ``indices``, ``batch_size`` and ``fname``; ``vicmae_data/load/epochs.py`` runs one
+  ``EpochIterator`` thread per file.
+- ``pyproject.toml`` pins ``ffcv==1.0.2`` (with setuptools on Python 3.12 for the
+  ``distutils`` it imports; its DeprecationWarnings are filtered in tests);
+  ``scripts/bundle.sh`` builds its wheel from source and bundles the ``ldd`` closure of
+  ``_libffcv*.so``, which ``scripts/bundle-rehearse.sh`` and ``scripts/bundle-install.sh``
+  check.
+- Tests that hold vicmae to ffcv itself: ``tests/test_beton_writer.py`` and
+  ``tests/test_manifest.py`` (ffcv's ``Reader`` and ``Loader`` open what we write),
+  ``tests/test_engine_exit.py`` (no ``EpochIterator`` thread outlives its epoch).
+
+A newer ffcv may change any of these: :func:`check_ffcv_version` warns once at run time
+when the installed version is not :data:`FFCV_VERSION`, and ``tests/test_ffcv_private.py``
+fails until every item above has been re-checked and :data:`FFCV_VERSION` updated.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ffcv's ``Reader`` is ``import ffcv``, which imports torch, numba and OpenCV: seconds before
 the first byte is read. ``vicmae-data info``, ``verify`` and ``preview`` need only the
-tables, so they read them here with the same dtypes (``tests/test_format_tables.py`` checks
+tables, so they read them here with the same dtypes (``tests/test_manifest.py`` checks
 them against ``ffcv.types`` and ``ffcv.reader.Reader`` on real files)::
 
     header | field descriptors | metadata table (one row per sample) | data | allocation table
