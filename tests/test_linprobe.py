@@ -63,7 +63,7 @@ def test_accuracy_and_top5_only_beyond_five_classes():
     top1, top2 = accuracy(logits, torch.tensor([1, 1, 0]), (1, 2))
     assert top1 == pytest.approx(100 / 3) and top2 == pytest.approx(200 / 3)
     m = classification_metrics(logits.softmax(1), torch.tensor([1, 1, 0]))
-    assert set(m) == {"val_top1", "val_loss", "val_samples"}
+    assert set(m) == {"val_top1", "val_mean_class_acc", "val_loss", "val_samples"}
     # 8 samples, 7 classes: the last is wrong at top-1, its label 2nd; the 7th is 6th.
     probs = torch.eye(7)[[0, 1, 2, 3, 4, 5, 6, 0]] * 0.5 + 0.5 / 7
     probs[7, 1] += 0.1
@@ -95,6 +95,8 @@ def test_linprobe_through_the_loader_learns_and_is_a_run(data, tmp_path):
     # The classes differ in background colour: the frozen random encoder's class token
     # separates them once the head is trained; an untrained head sits near 50%.
     assert result["val_top1"] >= 90.0 and result["val_samples"] == 32
+    # Two balanced classes: the mean per-class accuracy is reported and is the top-1.
+    assert result["val_mean_class_acc"] == pytest.approx(result["val_top1"])
     assert result["num_classes"] == 2 and result["config"]["model"]["pool"] == "cls"
     rows = _rows(out)
     assert [r["step"] for r in rows if "val_top1" in r] == [4, 8, 12]  # every epoch
@@ -139,6 +141,7 @@ def test_finetune_learns_position_embeddings_and_is_a_run(data, tmp_path):
     assert res.exit_code == 0, res.output
     result = json.loads((out / "result.json").read_text())
     assert result["val_samples"] == 32 and result["test_views"] == 2
+    assert result["val_mean_class_acc"] == pytest.approx(result["val_top1"])  # balanced
     assert "val_top5" not in result
     state = load_checkpoint(out / "last.pt")["model"]
     init = load_checkpoint(ckpt)["model"]["encoder.pos_embed"]

@@ -151,6 +151,7 @@ _FORMATS = (
     ("loss_contrastive", "ctr {:.4f}"),
     ("val_top1", "val top-1 {:.2f}%"),
     ("val_top5", "val top-5 {:.2f}%"),
+    ("val_mean_class_acc", "val mean-class {:.2f}%"),
     ("val_loss", "val loss {:.4f}"),
     ("lr", "lr {:.2e}"),
     ("lambda", "λ {:.3f}"),
