@@ -150,9 +150,11 @@ def convert(
     overwrite: bool = False,
     restart: bool = False,
     progress: Callable[[ConvertProgress], None] | None = None,
+    variant: str | None = None,
 ) -> ConvertReport:
     """Convert ``split`` of ``dataset`` under ``root`` into the .beton ``out``.
 
+    ``variant``: for a layout with several releases, which one to read; default the one on disk.
     With ``holdout=F`` and ``holdout_out``, a stratified fraction F of the items goes to
     ``holdout_out`` instead (its report is ``report.holdout``'s ``report`` file).
     ``item_timeout`` seconds is the most one item may take (then it is skipped).
@@ -182,7 +184,7 @@ def convert(
                 _make_parent(path)
                 stack.enter_context(_os_errors(f"cannot lock {path}"))
                 stack.enter_context(output_lock(path))
-        listing = list_items(dataset, Path(root), split)
+        listing = list_items(dataset, Path(root), split, variant)
         key = {
             "version": CACHE_VERSION,
             "dataset": dataset,
@@ -190,6 +192,8 @@ def convert(
             "split": split,
             "settings": asdict(settings),
         }
+        if listing.variant is not None:  # the release read (only layouts that have several)
+            key["variant"] = listing.variant
         run_settings = dict(
             key,
             shard=f"{shard[0]}/{shard[1]}",
