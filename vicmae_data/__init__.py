@@ -36,6 +36,8 @@ _PUBLIC = {
     "class_names": "vicmae_data.inspect.classes",
     "check_same_classes": "vicmae_data.inspect.classes",
     "ClassMapError": "vicmae_data.inspect.classes",
+    "require_labels": "vicmae_data.inspect.classes",
+    "UnlabelledError": "vicmae_data.inspect.classes",
     "BetonFile": "vicmae_data.format.beton",
     "BetonError": "vicmae_data.format.beton",
     "convert": "vicmae_data.write.convert",

@@ -154,7 +154,9 @@ def convert(
 ) -> ConvertReport:
     """Convert ``split`` of ``dataset`` under ``root`` into the .beton ``out``.
 
-    ``variant``: for a layout with several releases, which one to read; default the one on disk.
+    ``variant``: for a layout with several releases, which one to read; default the one
+    on disk. A split that ships without labels (its layout says which) is written with
+    label -1 and marked unlabelled in the file's manifest.
     With ``holdout=F`` and ``holdout_out``, a stratified fraction F of the items goes to
     ``holdout_out`` instead (its report is ``report.holdout``'s ``report`` file).
     ``item_timeout`` seconds is the most one item may take (then it is skipped).
@@ -425,8 +427,9 @@ class _Run:
             path = Path(report.out)
             headers = [self.headers[j.index] for j in ok]
             manifest = file_manifest(
-                self.dataset, listing.split, listing.classes, listing.titles, headers
-            )
+                self.dataset, listing.split, listing.classes, listing.titles, headers,
+                labelled=listing.labelled,
+            )  # fmt: skip
             self.emit("write", 0, len(ok), path)
             try:
                 assemble(path, ok, headers, manifest, self._write_progress(path))
