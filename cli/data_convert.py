@@ -44,7 +44,7 @@ def convert_command(
         "train",
         "--split",
         "-s",
-        help="train or val (validation: val).",
+        help="train or val (validation: val); ssv2 also test, which ships without labels.",
     ),
     variant: str | None = typer.Option(
         None,

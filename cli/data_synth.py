@@ -28,7 +28,8 @@ def synth(
     split: str = typer.Option(
         "both",
         "--split",
-        help="train, val, both (train and val), or another split the layout ships.",
+        help="train, val, both (train and val), or another split the layout ships "
+        "(ssv2: test, written without labels).",
     ),
     flat: bool | None = typer.Option(
         None,
@@ -41,7 +42,7 @@ def synth(
         0,
         "--missing",
         min=0,
-        help="Kinetics, MiT: annotated items per split left off the disk.",
+        help="Kinetics, MiT, SSv2: annotated items per split left off the disk.",
     ),
     variant: str | None = typer.Option(
         None,
@@ -58,9 +59,9 @@ def synth(
 ) -> None:
     """Write a small dataset with real encoded media in the exact layout of LAYOUT.
 
-    Videos: h264, vp9, mpeg4, hevc; several containers, sizes and frame rates. Images
-    include ImageNet's PNG, CMYK and grayscale files named .JPEG. Every layout
-    `vicmae-data convert` reads is written file for file.
+    Videos: h264, vp9, mpeg4, hevc; several containers, sizes and frame rates (SSv2: its
+    webm VP9 clips, tiny). Images include ImageNet's PNG, CMYK and grayscale files named
+    .JPEG. Every layout `vicmae-data convert` reads is written file for file.
     Each item's class is visible in its frames (--style colour: a shape's colour, form and
     motion; --style texture: the kind of pattern on a disc whose colours, place, size and
     orientation drift).

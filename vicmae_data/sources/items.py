@@ -1,6 +1,6 @@
 """What a layout reader returns: items with labels, the listing of one split, the registry entry.
 
-Every dataset family (``kinetics.py``, ``mit.py``, ...) describes itself with one
+Every dataset family (``kinetics.py``, ``ssv2.py``, ...) describes itself with one
 :class:`Layout` entry: its reader, its synth twin, its help text and what else differs
 (video or image, the splits it ships, which of them ship without labels, where the class
 list comes from). :mod:`vicmae_data.sources.registry` collects the entries; everything

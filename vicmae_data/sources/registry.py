@@ -1,7 +1,7 @@
 """Every dataset layout vicmae reads, one :class:`~vicmae_data.sources.items.Layout` entry each.
 
 Adding a dataset is a family file beside this one (its reader, its synth twin and its
-entry: see ``mit.py``) and one line below; ``list_items``, ``vicmae-data convert`` and
+entry: see ``ssv2.py``) and one line below; ``list_items``, ``vicmae-data convert`` and
 ``vicmae-data synth`` and their ``--help`` read the entries from here.
 
     listing = list_items("kinetics400", Path("data/kinetics400"), "train")
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vicmae_data.sources import folder, imagenet, kinetics, mit
+from vicmae_data.sources import folder, imagenet, kinetics, mit, ssv2
 from vicmae_data.sources.items import SPLIT_ALIASES, Layout, LayoutError, Listing
 from vicmae_data.sources.scan import Scanner
 
@@ -26,6 +26,7 @@ REGISTRY: dict[str, Layout] = {
         mit.LAYOUT,
         imagenet.LAYOUT,
         folder.LAYOUT,
+        ssv2.LAYOUT,
     )
 }
 DATASETS: tuple[str, ...] = tuple(REGISTRY)

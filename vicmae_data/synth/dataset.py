@@ -10,7 +10,9 @@ demo and users without data all use this.
     summary = synth_dataset("kinetics400", Path("k400-sample"), videos=24, seed=0)
 
 The drawn class of an item always equals the label a correct reader must give it (sorted
-class names for Kinetics, ImageNet and folders; the index file for Moments in Time).
+class names for Kinetics, ImageNet and folders; the index file for Moments in Time; the
+labels file's ids for Something-Something v2, whose test split is written without labels:
+label -1).
 """
 
 from __future__ import annotations
@@ -83,12 +85,12 @@ def synth_dataset(
     videos: items per split (videos, or images for ImageNet). Items go
         round-robin over the classes, so with fewer items than classes only some classes
         appear and the labels a reader gives still equal the classes drawn.
-    splits: among the splits the layout ships.
+    splits: among the splits the layout ships (SSv2: also `test`, written without labels).
     flat: Kinetics: clips flat in `<split>/` instead of `<split>/<label>/` (default: flat
         for kinetics600 only, so both variants exist); ImageNet: val flat with
         `LOC_val_solution.csv` (default) or in wnid folders.
-    missing: Kinetics and MiT: extra annotated items per split left off the disk, as in
-        the real releases.
+    missing: Kinetics, MiT and SSv2: extra annotated items per split left off the disk,
+        as in the real releases.
     style: what the media show, a key of `STYLES` (the same files and layout either way).
     variant: for a layout with several releases, which one to write (default: its first).
     Deterministic in its arguments.
