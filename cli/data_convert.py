@@ -49,7 +49,8 @@ def convert_command(
     variant: str | None = typer.Option(
         None,
         "--variant",
-        help="Which release of a dataset that ships several; default the one on disk.",
+        help="Which release of a dataset that ships several (places365: small or large); "
+        "default the one on disk.",
     ),
     workers: int | None = typer.Option(
         None, "--workers", "-w", help="Worker processes (default: the CPU cores available)."

@@ -42,12 +42,13 @@ def synth(
         0,
         "--missing",
         min=0,
-        help="Kinetics, MiT, SSv2: annotated items per split left off the disk.",
+        help="Kinetics, MiT, SSv2, Places365: annotated items per split left off the disk.",
     ),
     variant: str | None = typer.Option(
         None,
         "--variant",
-        help="Which release, for a layout that ships several (default: its first).",
+        help="Which release, for a layout that ships several (places365: small, the "
+        "default, or large).",
     ),
     style: str = typer.Option(
         "colour",

@@ -4,7 +4,7 @@
     listing.items[0]  # Item(path, label, class_name, source)
 
 The readers live one file per dataset family beside this one (``kinetics.py``, ``mit.py``,
-``imagenet.py``, ``folder.py``, ``ssv2.py``), each with its synth twin
+``imagenet.py``, ``folder.py``, ``ssv2.py``, ``places365.py``), each with its synth twin
 and its registry entry; :mod:`vicmae_data.sources.registry` collects them. Annotated files
 that are not on disk go to ``Listing.missing``; a missing root, an unknown dataset or an
 unreadable or malformed annotation file raises ``LayoutError``, whose message is one line

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vicmae_data.sources import folder, imagenet, kinetics, mit, ssv2
+from vicmae_data.sources import folder, imagenet, kinetics, mit, places365, ssv2
 from vicmae_data.sources.items import SPLIT_ALIASES, Layout, LayoutError, Listing
 from vicmae_data.sources.scan import Scanner
 
@@ -27,6 +27,7 @@ REGISTRY: dict[str, Layout] = {
         imagenet.LAYOUT,
         folder.LAYOUT,
         ssv2.LAYOUT,
+        places365.LAYOUT,
     )
 }
 DATASETS: tuple[str, ...] = tuple(REGISTRY)

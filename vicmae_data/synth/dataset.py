@@ -10,7 +10,8 @@ demo and users without data all use this.
     summary = synth_dataset("kinetics400", Path("k400-sample"), videos=24, seed=0)
 
 The drawn class of an item always equals the label a correct reader must give it (sorted
-class names for Kinetics, ImageNet and folders; the index file for Moments in Time; the
+class names for Kinetics, ImageNet and folders; the index file for Moments in Time and
+Places365; the
 labels file's ids for Something-Something v2, whose test split is written without labels:
 label -1).
 """
@@ -82,17 +83,18 @@ def synth_dataset(
 ) -> SynthSummary:
     """Write a small dataset in the on-disk layout of `layout` under `out`.
 
-    videos: items per split (videos, or images for ImageNet). Items go
+    videos: items per split (videos, or images for ImageNet and Places365). Items go
         round-robin over the classes, so with fewer items than classes only some classes
         appear and the labels a reader gives still equal the classes drawn.
     splits: among the splits the layout ships (SSv2: also `test`, written without labels).
     flat: Kinetics: clips flat in `<split>/` instead of `<split>/<label>/` (default: flat
         for kinetics600 only, so both variants exist); ImageNet: val flat with
         `LOC_val_solution.csv` (default) or in wnid folders.
-    missing: Kinetics, MiT and SSv2: extra annotated items per split left off the disk,
-        as in the real releases.
+    missing: Kinetics, MiT, SSv2 and Places365: extra annotated items per split left off
+        the disk, as in the real releases.
     style: what the media show, a key of `STYLES` (the same files and layout either way).
-    variant: for a layout with several releases, which one to write (default: its first).
+    variant: for a layout with several releases (Places365: `small`, the default, or
+        `large`), which one to write.
     Deterministic in its arguments.
     """
     entry = REGISTRY.get(layout)

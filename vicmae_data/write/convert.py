@@ -154,9 +154,10 @@ def convert(
 ) -> ConvertReport:
     """Convert ``split`` of ``dataset`` under ``root`` into the .beton ``out``.
 
-    ``variant``: for a layout with several releases, which one to read; default the one
-    on disk. A split that ships without labels (its layout says which) is written with
-    label -1 and marked unlabelled in the file's manifest.
+    ``variant``: for a layout with several releases (Places365: ``small`` or ``large``),
+    which one to read; default the one on disk. A split that ships without labels (its
+    layout says which: SSv2's test) is written with label -1 and marked unlabelled in the
+    file's manifest.
     With ``holdout=F`` and ``holdout_out``, a stratified fraction F of the items goes to
     ``holdout_out`` instead (its report is ``report.holdout``'s ``report`` file).
     ``item_timeout`` seconds is the most one item may take (then it is skipped).
