@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from rich.text import Text
@@ -10,12 +13,14 @@ from typer.testing import CliRunner
 
 from vicmae_cli.data import app
 from vicmae_cli.data_convert import convert_help
+from vicmae_data.format.beton import BetonFile
 from vicmae_data.sources import registry
 from vicmae_data.sources.folder import LAYOUT as FOLDER
 from vicmae_data.sources.layouts import DATASETS, SPLITS, LayoutError, list_items
 from vicmae_data.synth.dataset import LAYOUTS, synth_dataset
 
 runner = CliRunner()
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_every_entry_is_complete():
@@ -58,3 +63,18 @@ def test_a_new_layout_is_one_entry(monkeypatch, tmp_path):
         list_items("plainfolders", tmp_path / "train", "test")
     with pytest.raises(LayoutError, match="unknown variant 'large' for plainfolders"):
         list_items("plainfolders", tmp_path / "train", variant="large")
+
+
+def test_readme_block_of_the_newest_converters_runs(tmp_path, monkeypatch):
+    """The README's SSv2 and Places365 lines, run as written on their twins in data/."""
+    block = re.search(r"```bash\n(vicmae-data convert ssv2 .*?)```", README.read_text(), re.S)
+    lines = block.group(1).strip().splitlines()
+    assert [shlex.split(line)[2] for line in lines] == ["ssv2", "places365"]
+    synth_dataset("ssv2", tmp_path / "data" / "ssv2", videos=2)
+    synth_dataset("places365", tmp_path / "data" / "places365", videos=2)
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        argv = shlex.split(line)
+        result = runner.invoke(app, [*argv[1:], "--workers", "1"])
+        assert result.exit_code == 0, result.output
+        assert len(BetonFile(tmp_path / argv[argv.index("--out") + 1])) == 2

@@ -11,9 +11,8 @@ demo and users without data all use this.
 
 The drawn class of an item always equals the label a correct reader must give it (sorted
 class names for Kinetics, ImageNet and folders; the index file for Moments in Time and
-Places365; the
-labels file's ids for Something-Something v2, whose test split is written without labels:
-label -1).
+Places365; the labels file's ids for Something-Something v2, whose test split is written
+without labels: label -1).
 """
 
 from __future__ import annotations
