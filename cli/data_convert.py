@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import signal
 import warnings
@@ -15,11 +16,13 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from vicmae_cli.common import err_console, fail, open_beton_or_fail
 from vicmae_cli.display import shown
 from vicmae_cli.progress import ConvertProgressView
+from vicmae_data.sources.registry import DATASETS, layouts_help
 from vicmae_data.write.settings import DEFAULT_METHOD, DEFAULT_QUALITY
 
 console = Console(stderr=True)
@@ -27,19 +30,35 @@ console = Console(stderr=True)
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
-    app.command("convert")(convert_command)
+    app.command("convert", help=convert_help())(convert_command)
     app.command("merge")(merge_cmd)
 
 
+def convert_help() -> str:
+    """The command's docstring and, from the dataset registry, what each layout's ROOT holds."""
+    doc = inspect.cleandoc(convert_command.__doc__ or "")
+    layouts = escape(layouts_help())  # "[train/]" would be read as rich markup
+    return f"{doc}\n\nDatasets, as they ship (ROOT: --root, default data/DATASET):\n\n{layouts}"
+
+
 def convert_command(
-    dataset: str = typer.Argument(
-        ..., help="kinetics400, kinetics600, kinetics700, mit, imagenet or folder."
-    ),
+    dataset: str = typer.Argument(..., help=f"{', '.join(DATASETS)} (layouts above)."),
     out: Path = typer.Option(..., "--out", "-o", help="The .beton file to write."),
     root: Path | None = typer.Option(
         None, "--root", "-r", help="Dataset folder (default: data/DATASET)."
     ),
-    split: str = typer.Option("train", "--split", "-s", help="train or val."),
+    split: str = typer.Option(
+        "train",
+        "--split",
+        "-s",
+        help="train or val (validation: val); ssv2 also test, which ships without labels.",
+    ),
+    variant: str | None = typer.Option(
+        None,
+        "--variant",
+        help="Which release of a dataset that ships several (places365: small or large); "
+        "default the one on disk.",
+    ),
     workers: int | None = typer.Option(
         None, "--workers", "-w", help="Worker processes (default: the CPU cores available)."
     ),
@@ -150,6 +169,7 @@ def convert_command(
             overwrite=overwrite,
             restart=restart,
             progress=view.update,
+            variant=variant,
         )
     except (
         LayoutError,

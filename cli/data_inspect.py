@@ -81,6 +81,8 @@ def _info_table(s: BetonInfo) -> Table:
         classes = "most frequent: " + ", ".join(f"{k}: {named(k)} ({c:,})" for k, c in top)
     used = f" ({s.classes_used:,} used)" if s.classes_used != s.num_classes else ""
     table.add_row("classes", f"{s.num_classes:,}{used}\n{classes}")
+    if s.unlabelled:
+        table.add_row("unlabelled", f"{s.unlabelled:,} samples (label -1: the split ships none)")
     return table
 
 

@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vicmae_cli.common import fail
-from vicmae_data.sources.layouts import DATASETS as LAYOUTS  # synth writes every layout
-from vicmae_data.sources.layouts import SPLITS
+from vicmae_data.sources.registry import DATASETS as LAYOUTS  # synth writes every layout
+from vicmae_data.sources.registry import get_layout
 
 # The keys of vicmae_data.synth.dataset.STYLES, named here so `--help` imports no media code.
 STYLES: tuple[str, ...] = ("colour", "texture")
@@ -25,7 +25,12 @@ def synth(
         24, "--videos", "-n", min=1, help="Items (videos or images) per split."
     ),
     seed: int = typer.Option(0, "--seed", "-s", help="Random seed; same seed, same dataset."),
-    split: str = typer.Option("both", "--split", help="train, val or both."),
+    split: str = typer.Option(
+        "both",
+        "--split",
+        help="train, val, both (train and val), or another split the layout ships "
+        "(ssv2: test, written without labels).",
+    ),
     flat: bool | None = typer.Option(
         None,
         "--flat/--nested",
@@ -34,7 +39,16 @@ def synth(
         "wnid folders.",
     ),
     missing: int = typer.Option(
-        0, "--missing", min=0, help="Kinetics/MiT: annotated clips per split left off the disk."
+        0,
+        "--missing",
+        min=0,
+        help="Kinetics, MiT, SSv2, Places365: annotated items per split left off the disk.",
+    ),
+    variant: str | None = typer.Option(
+        None,
+        "--variant",
+        help="Which release, for a layout that ships several (places365: small, the "
+        "default, or large).",
     ),
     style: str = typer.Option(
         "colour",
@@ -46,8 +60,9 @@ def synth(
 ) -> None:
     """Write a small dataset with real encoded media in the exact layout of LAYOUT.
 
-    Videos: h264, vp9, mpeg4, hevc; several containers, sizes and frame rates.
-    Images include ImageNet's PNG, CMYK and grayscale files named .JPEG.
+    Videos: h264, vp9, mpeg4, hevc; several containers, sizes and frame rates (SSv2: its
+    webm VP9 clips, tiny). Images include ImageNet's PNG, CMYK and grayscale files named
+    .JPEG. Every layout `vicmae-data convert` reads is written file for file.
     Each item's class is visible in its frames (--style colour: a shape's colour, form and
     motion; --style texture: the kind of pattern on a disc whose colours, place, size and
     orientation drift).
@@ -58,8 +73,13 @@ def synth(
         fail(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if style not in STYLES:
         fail(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
-    if split not in (*SPLITS, "both"):
-        fail(f"unknown split {split!r}; choose train, val or both")
+    entry = get_layout(layout)
+    shipped = entry.splits or ("train", "val")
+    if split not in (*shipped, "both"):
+        fail(f"unknown split {split!r} for {layout}; choose {', '.join(shipped)} or both")
+    if variant is not None and variant not in entry.variants:
+        choices = " or ".join(entry.variants) if entry.variants else "none: leave it out"
+        fail(f"unknown variant {variant!r} for {layout}; its variants: {choices}")
     if out.exists() and not out.is_dir():
         fail(f"--out {out} exists and is not a folder")
     try:
@@ -69,7 +89,7 @@ def synth(
         probe.unlink()
     except OSError as e:
         fail(f"cannot write to {out}: {e.strerror or e}")
-    splits = SPLITS if split == "both" else (split,)
+    splits = ("train", "val") if split == "both" else (split,)
     try:
         from vicmae_data.synth.dataset import synth_dataset  # PyAV, numpy: only when used
 
@@ -82,6 +102,7 @@ def synth(
             flat=flat,
             missing=missing,
             style=style,
+            variant=variant,
         )
     except (OSError, ValueError) as e:
         fail(f"synth {layout} into {out} failed: {e}")

@@ -2,8 +2,9 @@
 
 The package follows the data's way; each folder is one stage:
 
-- ``sources/``: the datasets as they ship (Kinetics, Moments in Time, ImageNet, folders)
-  listed into items with labels;
+- ``sources/``: the datasets as they ship (Kinetics, Moments in Time, ImageNet, folders,
+  Something-Something v2, Places365) listed into items with labels; one registry entry
+  per layout (reader, synth twin, help);
 - ``write/``: items -> WebP frames (transcode, worker processes, the resume cache of
   parts) -> a .beton (convert, merge, the writer);
 - ``format/``: the .beton itself (fields, page layout, raw access);
@@ -37,6 +38,8 @@ _PUBLIC = {
     "class_names": "vicmae_data.inspect.classes",
     "check_same_classes": "vicmae_data.inspect.classes",
     "ClassMapError": "vicmae_data.inspect.classes",
+    "require_labels": "vicmae_data.inspect.classes",
+    "UnlabelledError": "vicmae_data.inspect.classes",
     "BetonFile": "vicmae_data.format.beton",
     "BetonError": "vicmae_data.format.beton",
     "convert": "vicmae_data.write.convert",

@@ -44,7 +44,8 @@ def summarise(path: str) -> InputSummary:
     datasets: set[str] = set()
     for label, i in zip(uniq, first, strict=True):
         meta = beton.meta(int(i))
-        classes[int(label)] = str(meta.get("class_name", int(label)))
+        if label >= 0:  # -1: a split shipped without labels names no class
+            classes[int(label)] = str(meta.get("class_name", int(label)))
         datasets.add(str(meta.get("dataset", "")))
     if beton.manifest is not None:  # the whole class list, also the classes no sample uses
         classes = beton.class_names()

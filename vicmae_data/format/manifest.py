@@ -43,7 +43,9 @@ class Manifest:
     dataset ships one (ImageNet's ``LOC_synset_mapping.txt``), else empty.
     ``images`` lists the runs ``[start, stop)`` of samples that are still images (a
     one-frame video is still a video). ``sources`` says what went in: one entry per input
-    dataset (``dataset``, ``split``, ``start``, ``stop``, ``label_offset``, ``num_classes``).
+    dataset (``dataset``, ``split``, ``start``, ``stop``, ``label_offset``, ``num_classes``,
+    and ``labelled: false`` for a split that ships without labels, whose samples' label is
+    -1, such as Something-Something v2's test split).
     """
 
     classes: tuple[str, ...]
@@ -70,6 +72,19 @@ class Manifest:
         flags = np.zeros(num_samples, dtype=bool)
         for start, stop in self.images:
             flags[start:stop] = True
+        return flags
+
+    @property
+    def unlabelled(self) -> bool:
+        """Whether some samples come from a split that ships without labels."""
+        return any(s.get("labelled", True) is False for s in self.sources)
+
+    def labelled_flags(self, num_samples: int) -> np.ndarray:
+        """bool ``[num_samples]``: False where the sample's split ships without labels."""
+        flags = np.ones(num_samples, dtype=bool)
+        for s in self.sources:
+            if s.get("labelled", True) is False:
+                flags[int(s["start"]) : int(s["stop"])] = False
         return flags
 
     def select(self, rows: Sequence[int] | np.ndarray) -> Manifest:

@@ -9,6 +9,7 @@ dataset's one class list in every split's file (:mod:`vicmae_data.format.manifes
 
     check_same_classes("train.beton", "val.beton")  # ClassMapError (one line) if they differ
     class_map("train.beton")["abseiling"]  # -> 0
+    require_labels("ssv2-test.beton")  # UnlabelledError: SSv2's test split ships no labels
 """
 
 from __future__ import annotations
@@ -20,6 +21,31 @@ from vicmae_data.format.beton import BetonFile
 
 class ClassMapError(ValueError):
     """Two files' labels mean different classes (the message names the first difference)."""
+
+
+class UnlabelledError(ValueError):
+    """A file holds samples of a split that ships without labels (label -1): nothing can
+    be trained or scored on them."""
+
+
+def require_labels(path: str | os.PathLike) -> None:
+    """Raise :class:`UnlabelledError` (one line) if ``path`` holds samples of a split that
+    ships without labels (Something-Something v2's test split): a probe, a fine-tune or an
+    evaluation on it would learn from, or score against, label -1. Pretraining may use
+    such a file; it ignores labels."""
+    beton = BetonFile(path)
+    manifest = beton.manifest
+    if manifest is None or not manifest.unlabelled:
+        return
+    n = int((~manifest.labelled_flags(len(beton))).sum())
+    splits = sorted(
+        {f"{s.get('dataset', '?')} {s.get('split', '?')}" for s in manifest.sources
+         if s.get("labelled", True) is False}
+    )  # fmt: skip
+    raise UnlabelledError(
+        f"{beton.path} holds {n} unlabelled samples ({', '.join(splits)}: the split ships "
+        "without labels, stored as label -1); train and evaluate on a labelled split"
+    )
 
 
 def class_names(path: str | os.PathLike) -> dict[int, str]:

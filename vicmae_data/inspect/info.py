@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from vicmae_data.format.beton import BetonError, BetonFile
+from vicmae_data.sources.items import UNLABELLED
 
 # Above this many samples, `info` reads the JSON meta of a spread-out subset (plus the first
 # sample of every class) instead of all of them: on a 300k-video file the metas sit next to
@@ -56,6 +57,7 @@ class BetonInfo:
     source_bytes: int = 0  # the source files' sizes (estimated when meta_sampled)
     source_known: int = 0  # samples whose meta holds their source's size
     damaged: int = 0  # samples whose table row is damaged (`verify` names them)
+    unlabelled: int = 0  # samples of a split that ships without labels (label -1)
 
     @property
     def padding_bytes(self) -> int:
@@ -115,7 +117,8 @@ def info(path: str | os.PathLike, *, exact_limit: int = EXACT_META_LIMIT) -> Bet
     frame_bytes -= int((OFFSET_BYTES * (num_frames + 1)).sum())
     frames_total = int(num_frames.sum())
 
-    uniq, counts = np.unique(labels, return_counts=True)
+    unlabelled = int((labels == UNLABELLED).sum())
+    uniq, counts = np.unique(labels[labels != UNLABELLED], return_counts=True)
     names: dict[int, str] = {}
     datasets: Counter[str] = Counter()
     partial = 0
@@ -126,7 +129,8 @@ def info(path: str | os.PathLike, *, exact_limit: int = EXACT_META_LIMIT) -> Bet
             meta = beton.meta(int(good[i]))
         except BetonError:
             continue  # an unreadable meta: `verify` names it
-        names.setdefault(int(labels[i]), str(meta.get("class_name", int(labels[i]))))
+        if labels[i] != UNLABELLED:
+            names.setdefault(int(labels[i]), str(meta.get("class_name", int(labels[i]))))
         datasets[str(meta.get("dataset", "?"))] += 1
         partial += bool(meta.get("partial", False))
         if isinstance(meta.get("source_bytes"), int):
@@ -139,7 +143,7 @@ def info(path: str | os.PathLike, *, exact_limit: int = EXACT_META_LIMIT) -> Bet
     manifest = beton.manifest
     titles: dict[int, str] = {}
     if manifest is not None:
-        names = {int(k): manifest.classes[int(k)] for k in uniq if int(k) < manifest.num_classes}
+        names = {int(k): manifest.classes[k] for k in uniq if 0 <= k < manifest.num_classes}
         if manifest.titles:
             titles = {k: manifest.titles[k] for k in names if manifest.titles[k]}
         images = int(manifest.image_flags(len(beton))[good].sum())
@@ -177,6 +181,7 @@ def info(path: str | os.PathLike, *, exact_limit: int = EXACT_META_LIMIT) -> Bet
         source_bytes=source_bytes,
         source_known=source_known,
         damaged=len(damaged),
+        unlabelled=unlabelled,
     )
 
 

@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 from vicmae_data.atomic import atomic_path
 from vicmae_data.format.beton import BetonError, BetonFile
 from vicmae_data.inspect.read import decode_frames
+from vicmae_data.sources.items import UNLABELLED
 
 PAD = 6
 CAPTION_H = 18
@@ -159,8 +160,10 @@ def write_preview(
     h, w = frames.shape[1:3]
     name = str(meta.get("class_name", "?"))
     manifest = beton.manifest
-    if manifest is not None and label < manifest.num_classes and manifest.titles:
+    if manifest is not None and 0 <= label < manifest.num_classes and manifest.titles:
         name = f"{manifest.title(label)} [{name}]"
+    elif label == UNLABELLED and manifest is not None and manifest.unlabelled:
+        name = "unlabelled"
     title = (
         f"#{index}  {name} (label {label})  {len(all_frames)} frames"
         + (f" @ {fps:g} fps" if fps > 0 else "")

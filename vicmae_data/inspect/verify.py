@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from vicmae_data.format.beton import BetonError, BetonFile
 from vicmae_data.inspect.read import decode_frame
+from vicmae_data.sources.items import UNLABELLED
 
 OFFSET_BYTES = 4  # one uint32 per entry of a sample's frame offset table
 
@@ -161,12 +162,17 @@ def label_problems(beton: BetonFile) -> list[BadSample]:
 
     A label below 0, or not below the ``num_classes`` the sample's meta states (its
     ``orig_label`` after a merge offset it); or a label other than the one most samples of
-    its ``class_name`` carry. (The labels sit outside the frames' CRC32.)
+    its ``class_name`` carry; on a sample of a split that ships without labels (its
+    manifest says so), any label but -1. (The labels sit outside the frames' CRC32.)
     """
     labels = beton.labels
     damaged = beton.damaged_rows()
+    manifest = beton.manifest
+    # False where the sample's split ships without labels: there -1 is right, and only -1.
+    labelled = manifest.labelled_flags(len(beton)) if manifest is not None else None
     rows = []
     by_name: dict[str, Counter] = defaultdict(Counter)
+    bad: list[BadSample] = []
     for i in range(len(beton)):
         if i in damaged:
             continue
@@ -175,10 +181,14 @@ def label_problems(beton: BetonFile) -> list[BadSample]:
         except BetonError:
             continue  # reported by the sample's own check
         label, name = int(labels[i]), meta.get("class_name")
+        if labelled is not None and not labelled[i]:
+            if label != UNLABELLED:
+                reason = f"label {label} on a sample of a split that ships without labels"
+                bad.append(BadSample(i, str(meta.get("source", "?")), reason))
+            continue
         rows.append((i, label, meta))
         if name is not None:
             by_name[str(name)][label] += 1
-    bad = []
     for i, label, meta in rows:
         source = str(meta.get("source", "?"))
         own = meta.get("orig_label", label)

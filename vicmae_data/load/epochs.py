@@ -125,9 +125,9 @@ class VicmaeLoader:
         # (b, V, H, W, 3) u8, (b, 1) i64, (b, 1) i32, (b, 1) i64
         frames, labels, counts, indices = raw
         files = torch.full_like(indices[:, 0], file)
-        labels = (
-            labels[:, 0] + self.label_offsets[file] if self.label_offsets[file] else labels[:, 0]
-        )
+        labels = labels[:, 0]
+        if self.label_offsets[file]:  # -1, a split shipped without labels, stays -1
+            labels = torch.where(labels >= 0, labels + self.label_offsets[file], labels)
         if self.image_flags is None:
             is_image = counts[:, 0] == 1
         else:

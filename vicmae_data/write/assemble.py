@@ -50,11 +50,15 @@ def file_manifest(
     classes: Sequence[str],
     titles: Sequence[str],
     headers: Sequence[dict[str, Any]],
+    labelled: bool = True,
 ) -> Manifest:
-    """The class list and contents stored in the file (:mod:`vicmae_data.format.manifest`)."""
+    """The class list and contents stored in the file (:mod:`vicmae_data.format.manifest`);
+    ``labelled=False`` marks a split that ships without labels (every label -1)."""
     kinds = [h["meta"].get("kind") == "image" for h in headers]
-    source = {"dataset": dataset, "split": split, "start": 0, "stop": len(headers)}
+    source: dict[str, Any] = {"dataset": dataset, "split": split, "start": 0, "stop": len(headers)}
     source.update(label_offset=0, num_classes=len(classes))
+    if not labelled:
+        source["labelled"] = False
     return Manifest(
         classes=tuple(classes),
         titles=tuple(titles),

@@ -150,9 +150,14 @@ def convert(
     overwrite: bool = False,
     restart: bool = False,
     progress: Callable[[ConvertProgress], None] | None = None,
+    variant: str | None = None,
 ) -> ConvertReport:
     """Convert ``split`` of ``dataset`` under ``root`` into the .beton ``out``.
 
+    ``variant``: for a layout with several releases (Places365: ``small`` or ``large``),
+    which one to read; default the one on disk. A split that ships without labels (its
+    layout says which: SSv2's test) is written with label -1 and marked unlabelled in the
+    file's manifest.
     With ``holdout=F`` and ``holdout_out``, a stratified fraction F of the items goes to
     ``holdout_out`` instead (its report is ``report.holdout``'s ``report`` file).
     ``item_timeout`` seconds is the most one item may take (then it is skipped).
@@ -182,7 +187,7 @@ def convert(
                 _make_parent(path)
                 stack.enter_context(_os_errors(f"cannot lock {path}"))
                 stack.enter_context(output_lock(path))
-        listing = list_items(dataset, Path(root), split)
+        listing = list_items(dataset, Path(root), split, variant)
         key = {
             "version": CACHE_VERSION,
             "dataset": dataset,
@@ -190,6 +195,8 @@ def convert(
             "split": split,
             "settings": asdict(settings),
         }
+        if listing.variant is not None:  # the release read (only layouts that have several)
+            key["variant"] = listing.variant
         run_settings = dict(
             key,
             shard=f"{shard[0]}/{shard[1]}",
@@ -421,8 +428,9 @@ class _Run:
             path = Path(report.out)
             headers = [self.headers[j.index] for j in ok]
             manifest = file_manifest(
-                self.dataset, listing.split, listing.classes, listing.titles, headers
-            )
+                self.dataset, listing.split, listing.classes, listing.titles, headers,
+                labelled=listing.labelled,
+            )  # fmt: skip
             self.emit("write", 0, len(ok), path)
             try:
                 assemble(path, ok, headers, manifest, self._write_progress(path))

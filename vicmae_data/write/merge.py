@@ -26,6 +26,7 @@ from vicmae_data.atomic import write_text_atomic
 from vicmae_data.format.beton import BetonError, BetonFile, Sample
 from vicmae_data.format.labels import RelabelMode, plan_labels
 from vicmae_data.format.manifest import merged_manifest
+from vicmae_data.sources.items import UNLABELLED
 from vicmae_data.write.beton_writer import write_beton
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,8 @@ class MergedSamples(Sequence[Sample]):
         meta = dict(sample.meta)
         meta["orig_label"] = sample.label
         meta.setdefault("dataset", Path(self.plan.inputs[k]).stem)
+        if sample.label == UNLABELLED:  # a split without labels stays without them
+            return Sample(sample.frames, UNLABELLED, meta)
         return Sample(sample.frames, sample.label + self.plan.offsets[k], meta)
 
 

@@ -36,7 +36,7 @@ class Job:
     num_classes: int
     part_path: str
     settings: TranscodeSettings
-    image_dataset: bool = False  # every item is a still image (ImageNet)
+    image_dataset: bool = False  # every item is a still image (ImageNet, Places365)
 
 
 def item_meta(job: Job, result: Any) -> dict[str, Any]:
