@@ -18,16 +18,19 @@ first frame header (the first page or two of its blob) and leaves out a row
   damaged frame.
 
 The cost is a read of those pages per sample at start-up (measured in ``make
-bench-loader``).
+bench-loader``): the file is mapped with ``MADV_RANDOM`` (a page fault reads its page, not
+a read-ahead window) and the rows are checked on every core (parallel faults, for storage
+where one read waits on the network).
 """
 
 from __future__ import annotations
 
 import ctypes
+import mmap
 import warnings
 
 import numpy as np
-from numba import njit, types
+from numba import njit, prange, types
 
 from vicmae_data.format import libwebp
 from vicmae_data.format.beton import BetonError, BetonFile
@@ -56,14 +59,14 @@ def _u32(data: np.ndarray, at: int) -> int:
             | (np.int64(data[at + 2]) << 16) | (np.int64(data[at + 3]) << 24))  # fmt: skip
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def check_blobs(get_info, data, ptrs, sizes, T, H, W, codes, headers) -> None:
     """Per row: ``codes[i]`` (:data:`OK`, :data:`COUNT`, :data:`TABLE`, :data:`SIZE`, or
     :data:`UNREADABLE` when no header of the first frames reads) and ``headers[i]`` the
     (height, width) of the first readable frame header. ``data`` is the whole file; the
     rows' pointers and sizes must lie inside it (the file's tables were checked first)."""
-    wh = np.zeros(2, dtype=np.int32)
-    for i in range(len(ptrs)):
+    for i in prange(len(ptrs)):
+        wh = np.zeros(2, dtype=np.int32)
         p, size, t = np.int64(ptrs[i]), np.int64(sizes[i]), np.int64(T[i])
         codes[i] = OK
         if _u32(data, p) != 4 * (t + 1):
@@ -94,17 +97,19 @@ def check_rows(beton: BetonFile) -> dict[int, str]:
     todo = np.setdiff1d(np.arange(len(beton)), np.fromiter(damage, dtype=np.int64))
     if len(todo) == 0:
         return damage
-    data = np.memmap(beton.path, dtype=np.uint8, mode="r")
-    try:
-        codes = np.zeros(len(todo), dtype=np.int64)
-        headers = np.zeros((len(todo), 2), dtype=np.int64)
-        picked = rows[todo]
-        check_blobs(get_info_address(), data, picked["ptr"].astype(np.int64),
-                    picked["size"].astype(np.int64), picked["num_frames"].astype(np.int64),
-                    picked["height"].astype(np.int64), picked["width"].astype(np.int64),
-                    codes, headers)  # fmt: skip
-    finally:
-        del data  # its pages leave this process's memory with the map
+    codes = np.zeros(len(todo), dtype=np.int64)
+    headers = np.zeros((len(todo), 2), dtype=np.int64)
+    picked = rows[todo]
+    with open(beton.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        m.madvise(mmap.MADV_RANDOM)
+        data = np.frombuffer(m, dtype=np.uint8)
+        try:
+            check_blobs(get_info_address(), data, picked["ptr"].astype(np.int64),
+                        picked["size"].astype(np.int64), picked["num_frames"].astype(np.int64),
+                        picked["height"].astype(np.int64), picked["width"].astype(np.int64),
+                        codes, headers)  # fmt: skip
+        finally:
+            del data  # the map closes only once no array holds it
     pixels = picked["height"].astype(np.int64) * picked["width"].astype(np.int64)
     checked = pixels[codes == OK]
     largest = int(checked.max()) if len(checked) else None
