@@ -219,13 +219,13 @@ def bench_dataset(paths: list[Path], backend: str, batch: int, workers: int, rou
     return time_epochs(lambda: dl, rounds, len(dl) * batch)
 
 
-def bench_clips(paths: list[Path], backend: str, batch: int, workers: int, rounds: int):
-    """Clips/s of :class:`~loader_clips.ClipsDataset` under a ``DataLoader``."""
+def clips_timer(paths: list[Path], backend: str, batch: int, workers: int):
+    """:func:`epoch_timer` of :class:`~loader_clips.ClipsDataset` under a ``DataLoader``."""
     dl = DataLoader(
         ClipsDataset(paths, backend), batch_size=batch, shuffle=True, num_workers=workers,
         persistent_workers=True, drop_last=True,
     )  # fmt: skip
-    return time_epochs(lambda: dl, rounds, len(dl) * batch)
+    return epoch_timer(lambda: dl, len(dl) * batch)
 
 
 _decode = libwebp.decode_rgb_into
@@ -486,20 +486,19 @@ def run_clips(beton, videos, w, b, e, baselines) -> tuple[dict, dict]:
         CLIP_WORK: compiled_work_timer(beton, w, sampling="clip", num_views=CLIP_FRAMES),
         CLIP_BOUND: clip_bound_timer(beton, w),
     }
-    results = best_rounds(timers, e)
-    for k, v in results.items():
-        progress(f"{w} workers: {k}: {v:.1f} clips/s")
     if baselines:
-        # Each video once per epoch (not repeated): they run at a few clips/s per core.
-        results[PYAV_CLIPS] = bench_clips(videos, "pyav", b, w, 2)
-        progress(f"{w} workers: {PYAV_CLIPS}: {results[PYAV_CLIPS]:.1f} clips/s")
+        # In the same rounds, so that load from other processes falls on every contender
+        # alike; each video once per epoch (not repeated: they run at a few clips/s/core).
+        timers[PYAV_CLIPS] = clips_timer(videos, "pyav", b, w)
         try:
             import decord  # noqa: F401
 
-            results[DECORD_CLIPS] = bench_clips(videos, "decord", b, w, 2)
-            progress(f"{w} workers: {DECORD_CLIPS}: {results[DECORD_CLIPS]:.1f} clips/s")
+            timers[DECORD_CLIPS] = clips_timer(videos, "decord", b, w)
         except ImportError:
             pass
+    results = best_rounds(timers, e)
+    for k, v in results.items():
+        progress(f"{w} workers: {k}: {v:.1f} clips/s")
     derived = {
         "clips_per_s_per_core": results[CLIPS] / w,
         "vs_bound": results[CLIPS] / results[CLIP_BOUND],
