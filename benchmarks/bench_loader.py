@@ -14,17 +14,26 @@ video, random resized crop + flip), same number of CPU workers:
    it), the most any loader doing this work can reach;
 5. mixing: an image file (one frame of each clip) alone, and mixed 1:1 with the video
    file in every batch (``make_loader([videos, images])``), against the video file alone
-   and against the sum of its two parts.
+   and against the sum of its two parts;
+6. clips (video fine-tuning's input): 16-frame clips at stride 4 (``sampling="clip"``, one
+   random resized crop and flip per clip) against PyAV and decord loading the same clips
+   (seek, decode the window, keep the 16 frames, one crop and flip, as ST-MAE's and
+   VideoMAE's loaders do) at equal workers, and against its own bound (libwebp decoding
+   the 16 full frames per clip in a compiled prange loop);
+7. integrity: the default loader with ``check_crc=True`` (every sample's whole blob read
+   and checked), and the start-up row check (``vicmae_data.load.rows``) per sample.
 
 Contenders are timed round-robin, one epoch each per round, and the best round of each
-is kept. ``--scaling`` times only 1. (default mode), 2. and 4., for a worker-scaling run.
+is kept. ``--scaling`` times only 1. (default mode), 2. and 4., for a worker-scaling run;
+``--clips-only`` only 6. and the row check (into loader.json's ``clips`` entry).
 
-Prints a table per worker count, writes ``benchmarks/results/loader.json`` and
-``loader.png``.
+Prints a table per worker count and the machine's load average before the run, writes
+``benchmarks/results/loader.json`` and ``loader.png``.
 
     .venv/bin/python benchmarks/bench_loader.py                     # generated clips
     .venv/bin/python benchmarks/bench_loader.py --videos DIR        # your own mp4 files
     .venv/bin/python benchmarks/bench_loader.py --workers 1,4,8,16 --scaling  # a GPU node
+    .venv/bin/python benchmarks/bench_loader.py --clips-only --workers 16     # clips/s/core
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from loader_clips import CLIP_FRAMES, CLIP_STRIDE, ClipsDataset, decode_clips
 from numba import njit, prange, set_num_threads
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
@@ -54,6 +64,7 @@ from vicmae_data.load.kernels import decode_batch, kernel_table
 from vicmae_data.load.loader import make_loader
 from vicmae_data.load.native import libwebp
 from vicmae_data.load.native.cvresize import HEADER_WORDS
+from vicmae_data.load.rows import check_rows
 from vicmae_data.load.samplers import distant, rng_init
 from vicmae_data.write.beton_writer import write_beton
 
@@ -152,7 +163,7 @@ def time_epochs(make_iter, rounds: int, per_epoch: int) -> float:
 
 def vicmae_timer(beton, batch: int, workers: int, memory: str = "mmap-bounded", **kw):
     """:func:`epoch_timer` of ``make_loader`` (a list of paths mixes them)."""
-    loader = make_loader(beton, batch, num_workers=workers, num_views=2, memory=memory, **kw)
+    loader = make_loader(beton, batch, num_workers=workers, memory=memory, **kw)
     return epoch_timer(lambda: loader, len(loader) * batch)
 
 
@@ -208,6 +219,15 @@ def bench_dataset(paths: list[Path], backend: str, batch: int, workers: int, rou
     return time_epochs(lambda: dl, rounds, len(dl) * batch)
 
 
+def clips_timer(paths: list[Path], backend: str, batch: int, workers: int):
+    """:func:`epoch_timer` of :class:`~loader_clips.ClipsDataset` under a ``DataLoader``."""
+    dl = DataLoader(
+        ClipsDataset(paths, backend), batch_size=batch, shuffle=True, num_workers=workers,
+        persistent_workers=True, drop_last=True,
+    )  # fmt: skip
+    return epoch_timer(lambda: dl, len(dl) * batch)
+
+
 _decode = libwebp.decode_rgb_into
 
 
@@ -224,9 +244,11 @@ def _decode_two(blob, offsets, frame_start, T, H, W, scratch, seed, epoch):
             _decode(blob[offsets[f] : offsets[f + 1]], scratch[i], H[i], W[i])
 
 
-def bound_timer(beton: str, workers: int):
+def bound_timer(beton: str, workers: int, decode=None):
     """libwebp full decodes of the two sampled frames per sample, nothing else: a function
-    that decodes one epoch (each call the next epoch's frames) and returns samples/s."""
+    that decodes one epoch (each call the next epoch's frames) and returns samples/s.
+    ``decode``: another compiled loop of the same arguments (the clips' bound)."""
+    decode = decode or _decode_two
     f = BetonFile(beton)
     frames, T, H, W = [], [], [], []
     for i in range(len(f)):
@@ -247,17 +269,24 @@ def bound_timer(beton: str, workers: int):
         set_num_threads(workers)  # per thread: the loaders' pipeline threads keep theirs
         e = next(epochs)
         start = time.perf_counter()
-        _decode_two(blob, offsets, frame_start, T, H, W, scratch, 0, e)
+        decode(blob, offsets, frame_start, T, H, W, scratch, 0, e)
         return len(T) / (time.perf_counter() - start)
 
     return epoch
 
 
-def compiled_work_timer(beton: str, workers: int):
+def clip_bound_timer(beton: str, workers: int):
+    """libwebp full decodes of the 16 frames of each sample's clip (the clip sampler's
+    picks), nothing else: the clip loader's bound, as :func:`bound_timer` for pairs."""
+    return bound_timer(beton, workers, decode_clips)
+
+
+def compiled_work_timer(beton: str, workers: int, **decoder_kw):
     """The loader's compiled work alone: ``decode_batch`` over a whole epoch in one parallel
     loop, reading the file's blobs through a memory map, with the decoder ``make_loader``
-    builds by default (distant frames, random resized crops, flips). What a loader doing
-    this work can reach at most; the loader adds its pipeline (batches, buffers, threads)."""
+    builds by default (distant frames, random resized crops, flips), or ``decoder_kw``'s.
+    What a loader doing this work can reach at most; the loader adds its pipeline (batches,
+    buffers, threads)."""
     f = BetonFile(beton)
     n = len(f)
     blobs = [f.blob(i) for i in range(n)]  # views of the file's memory map
@@ -265,7 +294,8 @@ def compiled_work_timer(beton: str, workers: int):
     sizes = np.array([b.size for b in blobs], dtype=np.int64)
     meta = f.frames_meta
     T, H, W = (np.asarray(meta[k], dtype=np.int64) for k in ("num_frames", "height", "width"))
-    d = WebPFramesDecoder()  # make_loader's defaults (file 0: seed 0)
+    crcs = np.asarray(meta["crc32"], dtype=np.int64)
+    d = WebPFramesDecoder(**decoder_kw)  # make_loader's defaults (file 0: seed 0)
     V, R = d.num_views, d.resolution
     settings = np.stack([d.settings, d.video_settings])
     fns = kernel_table()
@@ -283,8 +313,9 @@ def compiled_work_timer(beton: str, workers: int):
         set_num_threads(workers)
         e = next(epochs)
         start = time.perf_counter()
-        decode_batch(fns, ptrs, sizes, T, H, W, use_row, ids, d.seed, e, d.mode, d.delta,
-                     d.train, settings, params, rngs, scratch, configs, views, failed)  # fmt: skip
+        decode_batch(fns, ptrs, sizes, T, H, W, crcs, use_row, ids, d.seed, e, d.plan, False,
+                     settings, params, rngs, scratch, configs, views, failed,
+                     failed.copy())  # fmt: skip
         return n / (time.perf_counter() - start)
 
     epoch.keep = (f, blobs)  # the memory map outlives the addresses taken from it
@@ -374,6 +405,23 @@ def progress(what: str) -> None:
 VIDEOS, IMAGES = "vicmae (ffcv + libwebp)", "vicmae, images alone"
 MIXED, BOUND = "vicmae, videos + images 1:1", "bound: libwebp 2 full decodes"
 CEILING = "compiled work alone, no pipeline"
+CRC = "vicmae, check_crc=True"
+CLIPS = f"vicmae clips {CLIP_FRAMES}x{CLIP_STRIDE}"
+CLIP_BOUND = f"bound: libwebp {CLIP_FRAMES} full decodes"
+CLIP_WORK = "clips: compiled work alone"
+PYAV_CLIPS, DECORD_CLIPS = "PyAV clips (seek + decode)", "decord clips (get_batch)"
+
+
+def best_rounds(timers: dict, e: int) -> dict[str, float]:
+    """Round-robin, the best round of each kept: a burst of load from other processes slows
+    one round of one contender, not every round of whichever ran during it, so the ratios
+    (to the bound, mixed to alone) compare like with like."""
+    best = dict.fromkeys(timers, 0.0)
+    for r in range(3 * e + 1):  # round 0 warms up (compiles, fills the page cache)
+        for k, epoch in timers.items():
+            speed = epoch()
+            best[k] = max(best[k], speed) if r else 0.0
+    return best
 
 
 def run(beton, images, videos, w, b, e, baselines, scaling=False) -> tuple[dict, dict]:
@@ -391,14 +439,8 @@ def run(beton, images, videos, w, b, e, baselines, scaling=False) -> tuple[dict,
         timers[MIXED] = vicmae_timer([beton, images], b, w)
         timers["vicmae, memory=os_cache"] = vicmae_timer(beton, b, w, "os_cache")
         timers["vicmae, memory=process_cache"] = vicmae_timer(beton, b, w, "process_cache")
-    # Round-robin, the best round of each kept: a burst of load from other processes slows
-    # one round of one contender, not every round of whichever ran during it, so the
-    # ratios (to the bound, mixed to alone) compare like with like.
-    best = dict.fromkeys(timers, 0.0)
-    for r in range(3 * e + 1):  # round 0 warms up (compiles, fills the page cache)
-        for k, epoch in timers.items():
-            speed = epoch()
-            best[k] = max(best[k], speed) if r else 0.0
+        timers[CRC] = vicmae_timer(beton, b, w, check_crc=True)
+    best = best_rounds(timers, e)
     results: dict[str, float | None] = {}
 
     def record(name: str, value: float) -> None:
@@ -429,9 +471,54 @@ def run(beton, images, videos, w, b, e, baselines, scaling=False) -> tuple[dict,
         parts = 2 / (1 / results[VIDEOS] + 1 / results[IMAGES])
         derived["mixed_vs_sum_of_parts"] = results[MIXED] / parts
         derived["mixed_vs_videos_alone"] = results[MIXED] / results[VIDEOS]
+        # What verifying every sample's CRC32 as it is read costs (its whole blob is read).
+        derived["check_crc_cost"] = 1 - results[CRC] / results[VIDEOS]
     if baselines:
         derived["ratio_to_pyav"] = {k: v / results["PyAV Dataset"] for k, v in results.items() if v}
     return results, derived
+
+
+def run_clips(beton, videos, w, b, e, baselines) -> tuple[dict, dict]:
+    """Clips/s: the loader's 16 x 4 clips against PyAV and decord loading the same kind of
+    clip from the mp4 files, and against its bound (libwebp's 16 full decodes)."""
+    timers = {
+        CLIPS: vicmae_timer(beton, b, w, sampling="clip"),
+        CLIP_WORK: compiled_work_timer(beton, w, sampling="clip", num_views=CLIP_FRAMES),
+        CLIP_BOUND: clip_bound_timer(beton, w),
+    }
+    if baselines:
+        # In the same rounds, so that load from other processes falls on every contender
+        # alike; each video once per epoch (not repeated: they run at a few clips/s/core).
+        timers[PYAV_CLIPS] = clips_timer(videos, "pyav", b, w)
+        try:
+            import decord  # noqa: F401
+
+            timers[DECORD_CLIPS] = clips_timer(videos, "decord", b, w)
+        except ImportError:
+            pass
+    results = best_rounds(timers, e)
+    for k, v in results.items():
+        progress(f"{w} workers: {k}: {v:.1f} clips/s")
+    derived = {
+        "clips_per_s_per_core": results[CLIPS] / w,
+        "vs_bound": results[CLIPS] / results[CLIP_BOUND],
+        "vs_compiled_work": results[CLIPS] / results[CLIP_WORK],
+    }
+    others = [results[k] for k in (PYAV_CLIPS, DECORD_CLIPS) if k in results]
+    if others:
+        derived["vs_faster_of_pyav_decord"] = results[CLIPS] / max(others)
+    return results, derived
+
+
+def row_check_seconds(beton: str) -> float:
+    """Seconds per sample of the start-up row check (best of 3; the page cache warm)."""
+    f = BetonFile(beton)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        check_rows(f)
+        times.append(time.perf_counter() - start)
+    return min(times) / len(f)
 
 
 def baseline_notes() -> dict[str, str]:
@@ -448,6 +535,32 @@ def baseline_notes() -> dict[str, str]:
     except Exception as exc:
         notes["torchcodec"] = f"not benchmarked: {type(exc).__name__}: {exc}"
     return notes
+
+
+def clip_report(clip_runs: dict, load: str) -> dict:
+    """loader.json's ``clips`` entry: clips/s and ratios per worker count, and the aims."""
+    first_w = next(iter(clip_runs))
+    results, derived = clip_runs[first_w]
+    aims = {"clips vs bound >= 0.85": derived["vs_bound"] >= 0.85}
+    if "vs_faster_of_pyav_decord" in derived:
+        aims["clips vs faster of PyAV, decord >= 5"] = derived["vs_faster_of_pyav_decord"] >= 5
+    return {
+        "clips_per_s": results,
+        **derived,
+        "workers": first_w,
+        "by_workers": {str(w): {"clips_per_s": r, **d} for w, (r, d) in clip_runs.items()},
+        "clip": f"{CLIP_FRAMES} frames at stride {CLIP_STRIDE}, 224 x 224, one crop per clip",
+        "load_before": load,
+        "targets": aims,
+    }
+
+
+def load_average() -> str:
+    """The machine's load (``/proc/loadavg``'s three averages), noted beside the figures."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def make_report(runs: dict, args: argparse.Namespace, n_videos: int, notes: dict, start) -> dict:
@@ -502,6 +615,21 @@ def main() -> None:
         "--no-baselines), at each --workers count: what a worker-scaling run needs",
     )
     parser.add_argument(
+        "--clip-rounds",
+        type=int,
+        default=2,
+        help="--rounds for the clip rows (an epoch of clips decodes 8x the frames)",
+    )
+    parser.add_argument(
+        "--no-clips", action="store_true", help="skip the clip rows (16 x 4 clips, their baselines)"
+    )
+    parser.add_argument(
+        "--clips-only",
+        action="store_true",
+        help="only the clip rows and the row check; written into loader.json's 'clips' entry, "
+        "the rest of the file kept",
+    )
+    parser.add_argument(
         "--start-up",
         action="store_true",
         help="also time two fresh processes to their first batch (numba's cache empty, then "
@@ -512,9 +640,11 @@ def main() -> None:
     torch.set_num_threads(1)  # the DataLoader's workers are the parallelism for baselines
     args.out.mkdir(parents=True, exist_ok=True)
 
-    runs = {}
+    runs, clip_runs = {}, {}
     notes = baseline_notes()
     start = None
+    clips = not args.no_clips and not args.scaling
+    load = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.videos:
@@ -525,29 +655,45 @@ def main() -> None:
             videos = make_videos(tmp / "videos", args.num_videos, args.seconds, args.fps)
             progress(f"{len(videos)} clips generated")
         beton = to_beton(videos, tmp / "bench.beton", max(args.workers), args.repeat)
-        images = None if args.scaling else images_beton(beton, tmp / "images.beton")
+        pairs = not args.clips_only
+        images = images_beton(beton, tmp / "images.beton") if pairs and not args.scaling else None
         progress("converted to .beton (videos, and unless --scaling, their frames as images)")
-        start = bench_start(beton, tmp / "numba-cache") if args.start_up else None
+        start = bench_start(beton, tmp / "numba-cache") if args.start_up and pairs else None
+        row_check = row_check_seconds(beton)
+        progress(f"row check at start-up: {row_check * 1e6:.1f} us per sample")
         for w in args.workers:
-            results, derived = run(
-                beton, images, videos * args.repeat, w, args.batch_size, args.rounds,
-                not args.no_baselines, args.scaling,
-            )  # fmt: skip
-            runs[w] = (results, derived)
+            if pairs:
+                runs[w] = run(
+                    beton, images, videos * args.repeat, w, args.batch_size, args.rounds,
+                    not args.no_baselines, args.scaling,
+                )  # fmt: skip
+            if clips or args.clips_only:
+                clip_runs[w] = run_clips(
+                    beton, videos, w, args.batch_size, args.clip_rounds, not args.no_baselines
+                )
             # Written after every worker count: a run stopped later keeps these figures.
-            report = make_report(runs, args, len(videos), notes, start)
-            (args.out / "loader.json").write_text(json.dumps(report, indent=2) + "\n")
+            path = args.out / "loader.json"
+            if pairs:
+                report = make_report(runs, args, len(videos), notes, start)
+            else:  # the pair figures stay as they were measured
+                report = json.loads(path.read_text()) if path.exists() else {}
+            report["row_check_us_per_sample"] = row_check * 1e6
+            if clip_runs:
+                report["clips"] = clip_report(clip_runs, load)
+            path.write_text(json.dumps(report, indent=2) + "\n")
 
-    first_w = args.workers[0]
-    results, derived = runs[first_w]
-    chart(
-        results, args.out / "loader.png", f"{len(videos)} clips, {first_w} workers, {cpu_model()}"
-    )
-
+    print(f"\nload average before the run: {load}; CPU: {cpu_model()}")
+    if runs:
+        first_w = args.workers[0]
+        chart(
+            runs[first_w][0],
+            args.out / "loader.png",
+            f"{len(videos)} clips, {first_w} workers, {cpu_model()}",
+        )
     for w, (results, derived) in runs.items():
         bound = results[BOUND]
         pyav = results.get("PyAV Dataset")
-        print(f"\n{len(videos)} clips, {w} workers, batch {args.batch_size}, CPU: {cpu_model()}")
+        print(f"\n{len(videos)} clips, {w} workers, batch {args.batch_size}, 2 views per sample")
         print(f"{'loader':34s} {'samples/s':>10s} {'x PyAV':>8s} {'x bound':>8s}")
         for k, v in results.items():
             vs_pyav = f"{v / pyav:8.1f}" if pyav else f"{'-':>8s}"
@@ -556,8 +702,18 @@ def main() -> None:
         if "mixed_vs_videos_alone" in derived:
             print(
                 f"mixed 1:1 / videos alone: {derived['mixed_vs_videos_alone']:.2f}; "
-                f"mixed / sum of its parts: {derived['mixed_vs_sum_of_parts']:.2f}"
+                f"mixed / sum of its parts: {derived['mixed_vs_sum_of_parts']:.2f}; "
+                f"check_crc=True costs {100 * derived['check_crc_cost']:.0f}%"
             )
+    for w, (results, derived) in clip_runs.items():
+        faster = derived.get("vs_faster_of_pyav_decord")
+        print(f"\n{CLIP_FRAMES}x{CLIP_STRIDE} clips, {w} workers, batch {args.batch_size}")
+        print(f"{'loader':34s} {'clips/s':>10s} {'per core':>9s} {'x bound':>8s}")
+        for k, v in results.items():
+            print(f"{k:34s} {v:10.1f} {v / w:9.1f} {v / results[CLIP_BOUND]:8.2f}")
+        vs = f"{faster:.1f}x the faster of PyAV and decord, " if faster else ""
+        print(f"clips: {vs}{derived['vs_bound']:.2f}x the bound")
+    print(f"row check at start-up: {row_check * 1e6:.1f} us per sample")
     if start:
         print(
             f"fresh process to its first batch: {start['cold']:.1f} s with numba's cache "
@@ -565,7 +721,8 @@ def main() -> None:
         )
     for k, v in notes.items():
         print(f"{k}: {v}")
-    print(f"targets: {report['targets']}; wrote {args.out / 'loader.json'}, loader.png")
+    targets = {**report.get("targets", {}), **report.get("clips", {}).get("targets", {})}
+    print(f"targets: {targets}; wrote {args.out / 'loader.json'}")
 
 
 if __name__ == "__main__":

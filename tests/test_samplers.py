@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from vicmae_data.load.crops import center_crop, draw_view_params, random_resized_crop
+from vicmae_data.load.crops import center_crop, draw_view_params, random_resized_crop, view_plan
 from vicmae_data.load.samplers import (
     center,
     continuous,
@@ -200,14 +200,15 @@ def test_draw_view_params_train_and_eval() -> None:
     settings = np.array([0.5, 1.0, 0.2, 1.0, 3 / 4, 4 / 3, 224 / 256])
     params = np.zeros((2, 6), dtype=np.int32)
     rng = np.zeros(1, dtype=np.uint64)
-    draw_view_params(0, 0, 5, 100, 64, 80, 0, 8, True, settings, params, rng)
+    train, evaluation = view_plan("distant", train=True), view_plan("distant", train=False)
+    draw_view_params(0, 0, 5, 100, 64, 80, train, settings, params, rng)
     again = np.zeros_like(params)
-    draw_view_params(0, 0, 5, 100, 64, 80, 0, 8, True, settings, again, rng)
+    draw_view_params(0, 0, 5, 100, 64, 80, train, settings, again, rng)
     assert (params == again).all()  # a pure function of (seed, epoch, index)
     assert params[0, 0] < 50 <= params[1, 0]
     other = np.zeros_like(params)
-    draw_view_params(0, 1, 5, 100, 64, 80, 0, 8, True, settings, other, rng)
+    draw_view_params(0, 1, 5, 100, 64, 80, train, settings, other, rng)
     assert not (params == other).all()  # the epoch changes the draws
-    draw_view_params(0, 0, 5, 100, 64, 80, 0, 8, False, settings, params, rng)
+    draw_view_params(0, 0, 5, 100, 64, 80, evaluation, settings, params, rng)
     assert params[:, 0].tolist() == [25, 75]
     assert (params[:, 5] == 0).all() and params[0, 1:5].tolist() == [4, 12, 56, 56]

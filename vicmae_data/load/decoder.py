@@ -8,12 +8,19 @@ frames, across threads, from numba's on-disk cache.
 
 Output per sample: ``uint8[num_views, H, W, 3]`` (channels last: what libwebp and OpenCV
 write). The loader turns the batch into a ``[B, num_views, 3, H, W]`` tensor with a
-``permute``, which is a view (no copy) on the CPU.
+``permute``, which is a view (no copy) on the CPU. For ``sampling="clip"`` the views are the
+clip's ``T`` frames in time order.
 
 The epoch is not known when the pipeline is compiled, and numba freezes arrays captured by
-compiled code as constants; the decoder therefore keeps the epoch in a small array it owns
-and the compiled code copies it in (by address, with ``memcpy``) at the start of each batch.
-A frame that fails to decode leaves its view black and is counted in :attr:`failures`.
+compiled code as constants; the decoder therefore keeps the epoch in a small control block
+it owns and the compiled code copies it in (by address, with ``memcpy``) at the start of
+each batch. A frame that fails to decode leaves its view black and is counted in
+:attr:`failures`; with ``check_crc`` a sample whose bytes fail their CRC32 is not decoded
+(all its views black) and counted in :attr:`crc_failures`; both name their samples
+(:attr:`failed_samples`).
+
+Buffers are sized from the rows the loader reads (``rows``), which it has checked against
+the file first (:mod:`vicmae_data.load.rows`): a damaged row never sizes a buffer.
 """
 
 from __future__ import annotations
@@ -27,7 +34,19 @@ from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 from numba import njit
 
+from vicmae_data.load.crops import view_plan
 from vicmae_data.load.kernels import (
+    CONTROL_CRC,
+    CONTROL_EPOCH,
+    CONTROL_FAILED,
+    CONTROL_NAMED,
+    CONTROL_NAMES,
+    CONTROL_WORDS,
+    KNOB_CHECK_CRC,
+    KNOB_CONTROL,
+    KNOB_FLAGS,
+    KNOB_SEED,
+    NUM_KNOBS,
     decode_gathered,
     decode_mapped,
     kernel_table,
@@ -36,24 +55,30 @@ from vicmae_data.load.kernels import (
 from vicmae_data.load.memory import read_mapped
 from vicmae_data.load.native.cvresize import HEADER_WORDS
 from vicmae_data.load.native.libwebp import CONFIG_WORDS
-from vicmae_data.load.samplers import SAMPLING_MODES
 
 
 class WebPFramesDecoder(Operation):
     """Sample frames, decode only those with libwebp, random-resized-crop and flip each view.
 
     Args:
-        num_views: views per sample (2 in ViC-MAE).
+        num_views: views per sample (2 in ViC-MAE; a clip's frame count for ``"clip"``).
         resolution: output side (square views).
-        sampling: ``"distant"``, ``"continuous"`` or ``"center"``.
+        sampling: a name in :data:`~vicmae_data.load.samplers.SAMPLERS` (``"distant"``,
+            ``"continuous"``, ``"center"``, ``"clip"``).
         delta: maximum frame separation for ``"continuous"``.
         seed: base seed; a sample's draws depend on (seed, epoch, sample index) only.
-        train: ``False`` gives centre frames, centre crops and no flip.
+        train: ``False`` gives deterministic views: centre frames, centre crops and no flip,
+            or for a clip the ``test_view``.
         video_scale / image_scale: crop area range for videos / still images.
         image_flags: uint8 per sample, 1 for a still image (default: a one-frame sample);
             a one-frame video gets the video crop range.
         ratio: crop aspect-ratio range.
         center_fraction: evaluation crop side / short side.
+        clip_stride: ``"clip"``: the window is ``num_views * clip_stride`` stored frames.
+        test_view: ``"clip"`` with ``train=False``: ``(k, K, j, J)``, temporal view ``k`` of
+            ``K`` and spatial view ``j`` of ``J`` (:func:`~vicmae_data.load.crops.view_plan`).
+        check_crc: check each sample's CRC32 before decoding it.
+        rows: the samples the loader reads (default: all); buffers are sized from them.
     """
 
     def __init__(
@@ -69,18 +94,25 @@ class WebPFramesDecoder(Operation):
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         center_fraction: float = 224 / 256,
         image_flags: np.ndarray | None = None,
+        clip_stride: int = 4,
+        test_view: tuple[int, int, int, int] | None = None,
+        check_crc: bool = False,
+        rows: np.ndarray | None = None,
     ) -> None:
         super().__init__()
-        if sampling not in SAMPLING_MODES:
-            raise ValueError(f"sampling must be one of {sorted(SAMPLING_MODES)}, not {sampling!r}")
         if num_views < 1 or resolution < 1 or delta < 0:
             raise ValueError("num_views and resolution must be >= 1 and delta >= 0")
+        self.plan = view_plan(
+            sampling, train=train, delta=delta, clip_stride=clip_stride, test_view=test_view
+        )
+        self.sampling = sampling
         self.num_views = int(num_views)
         self.resolution = int(resolution)
-        self.mode = SAMPLING_MODES[sampling]
         self.delta = int(delta)
         self.seed = int(seed)
         self.train = bool(train)
+        self.check_crc = bool(check_crc)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         self.settings = np.array(
             [*video_scale, *image_scale, *ratio, center_fraction], dtype=np.float64
         )
@@ -92,27 +124,44 @@ class WebPFramesDecoder(Operation):
         self.image_flags = (
             None if image_flags is None else np.ascontiguousarray(image_flags, dtype=np.uint8)
         )
-        # [epoch, failures]; read/written by the compiled code through its address.
-        self.control = np.zeros(2, dtype=np.int64)
+        # Read/written by the compiled code through its address (kernels.CONTROL_*).
+        self.control = np.zeros(CONTROL_WORDS, dtype=np.int64)
 
     @property
     def epoch(self) -> int:
-        return int(self.control[0])
+        return int(self.control[CONTROL_EPOCH])
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next batches are drawn for (part of every sample's RNG key)."""
-        self.control[0] = epoch
+        self.control[CONTROL_EPOCH] = epoch
 
     @property
     def failures(self) -> int:
         """Frames that libwebp could not decode so far (their views were left black)."""
-        return int(self.control[1])
+        return int(self.control[CONTROL_FAILED])
+
+    @property
+    def crc_failures(self) -> int:
+        """Samples whose CRC32 check failed so far (``check_crc``; their views are black)."""
+        return int(self.control[CONTROL_CRC])
+
+    @property
+    def failed_samples(self) -> list[int]:
+        """The first samples (up to 16) with a failed frame or CRC since
+        :meth:`clear_failed_samples`."""
+        named = min(int(self.control[CONTROL_NAMED]), CONTROL_WORDS - CONTROL_NAMES)
+        return self.control[CONTROL_NAMES : CONTROL_NAMES + named].tolist()
+
+    def clear_failed_samples(self) -> None:
+        """Forget the named samples (the counts stay); call while no batch is decoded."""
+        self.control[CONTROL_NAMED] = 0
 
     def declare_state_and_memory(
         self, previous_state: State
     ) -> tuple[State, tuple[AllocationQuery, ...]]:
-        heights = self.metadata["height"].astype(np.uint64)
-        widths = self.metadata["width"].astype(np.uint64)
+        rows = self.metadata if self.rows is None else self.metadata[self.rows]
+        heights = rows["height"].astype(np.uint64)
+        widths = rows["width"].astype(np.uint64)
         max_pixels = int((heights * widths).max()) if len(heights) else 1
         V, R = self.num_views, self.resolution
         out_shape = (V, R, R, 3)
@@ -132,21 +181,24 @@ class WebPFramesDecoder(Operation):
     def generate_code(self) -> Callable:
         mem_read = self.memory_read
         fns = kernel_table()  # this process's addresses: frozen into this closure only
-        mode, delta, seed, train = self.mode, self.delta, self.seed, self.train
+        plan = self.plan  # holds this process's sampler address, as fns
         settings = np.stack([self.settings, self.video_settings])  # row per crop range
         # The flags by address, as the epoch: numba would freeze an array into the code.
         flags_address = self.image_flags.ctypes.data if self.image_flags is not None else 0
-        control_address = self.control.ctypes.data
 
         # Scalars travel in an array: numba would specialise (and cache) per value.
-        knobs = np.array([control_address, seed, mode, delta, train, flags_address], dtype=np.int64)
+        knobs = np.zeros(NUM_KNOBS, dtype=np.int64)
+        knobs[KNOB_CONTROL] = self.control.ctypes.data
+        knobs[KNOB_SEED] = self.seed
+        knobs[KNOB_FLAGS] = flags_address
+        knobs[KNOB_CHECK_CRC] = self.check_crc
         if mem_read is read_mapped:
             # The memory-mapped readers: all the work is in cached code, this shim is the
             # only thing numba compiles per process (in milliseconds).
 
             def decode_from_map(batch_indices, my_storage, metadata, storage_state):
                 destination, scratch, configs, all_params, rngs = my_storage
-                return decode_mapped(fns, knobs, batch_indices, metadata, storage_state,
+                return decode_mapped(fns, knobs, plan, batch_indices, metadata, storage_state,
                                      settings, destination, scratch, configs, all_params,
                                      rngs)  # fmt: skip
 
@@ -155,7 +207,7 @@ class WebPFramesDecoder(Operation):
         # Another reader (ffcv's process cache): the gathering loop calls its reader.
         def decode(batch_indices, my_storage, metadata, storage_state):
             destination, scratch, configs, all_params, rngs = my_storage
-            ptrs, sizes, T, H, W = sample_arrays(len(batch_indices))
+            ptrs, sizes, T, H, W, crcs = sample_arrays(len(batch_indices))
             for i in range(len(batch_indices)):
                 field = metadata[batch_indices[i]]
                 blob = mem_read(field["ptr"], storage_state)
@@ -164,8 +216,10 @@ class WebPFramesDecoder(Operation):
                 T[i] = field["num_frames"]
                 H[i] = field["height"]
                 W[i] = field["width"]
-            return decode_gathered(fns, knobs, batch_indices, ptrs, sizes, T, H, W, settings,
-                                   destination, scratch, configs, all_params, rngs)  # fmt: skip
+                crcs[i] = field["crc32"]
+            return decode_gathered(fns, knobs, plan, batch_indices, ptrs, sizes, T, H, W, crcs,
+                                   settings, destination, scratch, configs, all_params,
+                                   rngs)  # fmt: skip
 
         return decode
 

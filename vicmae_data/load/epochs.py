@@ -2,17 +2,20 @@
 
 :class:`VicmaeLoader` is what :func:`~vicmae_data.load.loader.make_loader` returns. Every
 file's ffcv pipeline runs on its own thread, ``batches_ahead`` batches in advance; each
-batch takes its share from every file (the first file defines the epoch, the others
-cycle), offsets the labels of each file (see :mod:`vicmae_data.format.labels`), and goes to
-the device. For a CUDA device the batch is assembled in pinned (page-locked) host memory,
-reused across batches, and copied with ``non_blocking=True``: the copy overlaps whatever
-the GPU is doing, and the next batch is decoded meanwhile.
+batch takes its share from every file (:mod:`vicmae_data.load.mixing`: by weight, the first
+file defining the epoch and the others cycling; or concatenated, every file once per epoch
+with a schedule of per-batch shares), offsets the labels of each file (see
+:mod:`vicmae_data.format.labels`), and goes to the device. For a CUDA device the batch is
+assembled in pinned (page-locked) host memory, reused across batches, and copied with
+``non_blocking=True``: the copy overlaps whatever the GPU is doing, and the next batch is
+decoded meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +41,11 @@ def concat(parts: Sequence[torch.Tensor], out: torch.Tensor | None = None) -> to
         return torch.from_numpy(np.concatenate(arrays))
     np.concatenate(arrays, out=out.numpy())
     return out
+
+
+def rows(batch: Batch, start: int, stop: int | None) -> Batch:
+    """Rows ``[start, stop)`` of every field of ``batch`` (views, no copy)."""
+    return Batch(*(t[start:stop] for t in batch))
 
 
 class PinnedStager:
@@ -77,7 +85,13 @@ class PinnedStager:
 
 
 class VicmaeLoader:
-    """Iterate for one epoch of :class:`Batch`; ``len()`` is batches per epoch."""
+    """Iterate for one epoch of :class:`Batch`; ``len()`` is batches per epoch.
+
+    ``schedule`` (int ``(batches, files)``, :func:`~vicmae_data.load.mixing.concat_schedule`)
+    concatenates the files: batch ``t`` takes ``schedule[t, i]`` samples from file ``i``,
+    whose loader runs one epoch (no cycling). Without it each file gives its loader's batch
+    size to every batch.
+    """
 
     def __init__(
         self,
@@ -87,19 +101,24 @@ class VicmaeLoader:
         epoch: int = 0,
         label_offsets: Sequence[int] | None = None,
         image_flags: Sequence[torch.Tensor] | None = None,
+        schedule: np.ndarray | None = None,
     ) -> None:
         self.loaders = loaders
         self.decoders = decoders
         self.device = device
         self.epoch = epoch
-        self.batch_size = sum(ld.batch_size for ld in loaders)
+        self.schedule = schedule
+        if schedule is None:
+            self.batch_size = sum(ld.batch_size for ld in loaders)
+        else:
+            self.batch_size = int(schedule[0].sum()) if len(schedule) else 0
         self.label_offsets = tuple(label_offsets or [0] * len(loaders))
         # Per file, bool per sample: a still image (a one-frame video is a video).
         self.image_flags = image_flags
         self.stager = PinnedStager(device) if device.type == "cuda" else None
 
     def __len__(self) -> int:
-        return len(self.loaders[0])
+        return len(self.loaders[0]) if self.schedule is None else len(self.schedule)
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next ``iter()`` runs (for resuming)."""
@@ -109,6 +128,11 @@ class VicmaeLoader:
     def decode_failures(self) -> int:
         """Frames libwebp failed to decode so far (their views are black)."""
         return sum(d.failures for d in self.decoders)
+
+    @property
+    def crc_failures(self) -> int:
+        """Samples that failed their CRC32 check so far (``check_crc=True``; views black)."""
+        return sum(d.crc_failures for d in self.decoders)
 
     def _epoch_of(self, i: int, epoch: int, cycle: int) -> int:
         # File 0 runs `epoch`; others cycle, each pass a distinct key derived from `epoch`.
@@ -134,46 +158,103 @@ class VicmaeLoader:
             is_image = self.image_flags[file][indices[:, 0]]
         return Batch(frames, labels, is_image, indices[:, 0], files)
 
+    def _weighted(self, iters: list[EpochIterator], epoch: int) -> Iterator[list[Batch]]:
+        """Each batch's parts by weight: file 0 defines the epoch, the others cycle
+        (``iters`` is updated in place, so the caller closes the current iterators)."""
+        cycles = [0] * len(self.loaders)
+        for raw in iters[0]:
+            parts = [self._as_batch(raw, 0)]
+            for i in range(1, len(iters)):
+                nxt = next(iters[i], None)
+                if nxt is None:
+                    iters[i].close()
+                    cycles[i] += 1
+                    iters[i] = self._start(i, epoch, cycles[i])
+                    nxt = next(iters[i])
+                parts.append(self._as_batch(nxt, i))
+            yield parts
+
+    def _concatenated(self, iters: list[EpochIterator]) -> Iterator[list[Batch]]:
+        """Each batch's parts by the concat schedule. A file's loader yields batches of its
+        largest share; the rows a batch does not take wait, copied (ffcv reuses its buffer
+        a few batches on), for the next one."""
+        waiting: list[Batch | None] = [None] * len(self.loaders)
+        for shares in self.schedule.tolist():
+            parts = []
+            for i, need in enumerate(shares):
+                if need and waiting[i] is not None:
+                    have = len(waiting[i].labels)
+                    parts.append(rows(waiting[i], 0, min(need, have)))
+                    waiting[i] = rows(waiting[i], need, None) if have > need else None
+                    need = max(0, need - have)
+                if need:
+                    raw = next(iters[i], None)
+                    got = 0 if raw is None else len(raw[1])
+                    if got < need:
+                        raise RuntimeError(
+                            f"{self.loaders[i].fname}: {got} samples left where the concat "
+                            f"schedule needs {need} (a bug: please report it)"
+                        )
+                    part = self._as_batch(raw, i)
+                    if got > need:
+                        waiting[i] = Batch(*(t[need:].clone() for t in part))
+                    parts.append(rows(part, 0, need))
+            yield parts
+
+    def _assemble(self, parts: list[Batch]) -> Batch:
+        """One batch from its parts, on the device, views (B, V, 3, H, W)."""
+        if self.stager is not None:
+            batch = self.stager(parts)
+        elif len(parts) == 1:
+            batch = parts[0]
+        else:
+            batch = Batch(*(concat(t) for t in zip(*parts, strict=True)))
+        if self.stager is None and self.device.type != "cpu":
+            batch = Batch(*(t.to(self.device) for t in batch))
+        # Parts are joined channels last (plain copies, no transposition); on the CPU the
+        # views are a permuted view, on a GPU a contiguous (B, V, 3, H, W).
+        views = batch.views.permute(0, 1, 4, 2, 3)
+        if self.device.type != "cpu":
+            views = views.contiguous()
+        return batch._replace(views=views)
+
     def __iter__(self) -> Iterator[Batch]:
         epoch = self.epoch
         self.epoch += 1
-        failures_before = self.decode_failures
+        failures_before, crc_before = self.decode_failures, self.crc_failures
+        for decoder in self.decoders:
+            decoder.clear_failed_samples()
         iters = [self._start(i, epoch, 0) for i in range(len(self.loaders))]
-        cycles = [0] * len(self.loaders)
         try:
-            for raw in iters[0]:
-                parts = [self._as_batch(raw, 0)]
-                for i in range(1, len(iters)):
-                    nxt = next(iters[i], None)
-                    if nxt is None:
-                        iters[i].close()
-                        cycles[i] += 1
-                        iters[i] = self._start(i, epoch, cycles[i])
-                        nxt = next(iters[i])
-                    parts.append(self._as_batch(nxt, i))
-                if self.stager is not None:
-                    batch = self.stager(parts)
-                elif len(parts) == 1:
-                    batch = parts[0]
-                else:
-                    batch = Batch(*(concat(t) for t in zip(*parts, strict=True)))
-                if self.stager is None and self.device.type != "cpu":
-                    batch = Batch(*(t.to(self.device) for t in batch))
-                # Parts are joined channels last (plain copies, no transposition); on the
-                # CPU the views are a permuted view, on a GPU a contiguous (B, V, 3, H, W).
-                views = batch.views.permute(0, 1, 4, 2, 3)
-                if self.device.type != "cpu":
-                    views = views.contiguous()
-                yield batch._replace(views=views)
+            if self.schedule is None:
+                for parts in self._weighted(iters, epoch):
+                    yield self._assemble(parts)
+            else:
+                for parts in self._concatenated(iters):
+                    yield self._assemble(parts)
         finally:
             for it in iters:
                 it.close()
-            failed = self.decode_failures - failures_before
-            if failed:
-                # A corrupt frame must not pass silently: its view is black in the batch.
-                log.warning(
-                    "epoch %d: %d frame(s) failed to decode and were left black; "
-                    "`vicmae-data verify FILE.beton` names the bad samples",
-                    epoch,
-                    failed,
-                )
+            self._report(epoch, self.decode_failures - failures_before,
+                         self.crc_failures - crc_before)  # fmt: skip
+
+    def _report(self, epoch: int, failed: int, crc: int) -> None:
+        """A damaged sample must not pass silently: one warning naming what was left black."""
+        if not failed and not crc:
+            return
+        what = []
+        if failed:
+            what.append(f"{failed} frame(s) failed to decode and were left black")
+        if crc:
+            what.append(f"{crc} sample(s) failed their CRC32 check and were left black")
+        named = [
+            f"{Path(ld.fname).name} samples {d.failed_samples}"
+            for ld, d in zip(self.loaders, self.decoders, strict=True)
+            if d.failed_samples
+        ]
+        log.warning(
+            "epoch %d: %s (%s); `vicmae-data verify FILE.beton` names the bad samples",
+            epoch,
+            ", ".join(what),
+            "; ".join(named),
+        )

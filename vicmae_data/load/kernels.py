@@ -4,15 +4,24 @@
 Per sample it draws frames, crops and flips (:func:`~vicmae_data.load.crops.
 draw_view_params`), reads the frame table, decodes only the sampled frames with libwebp (a
 frame used by one view straight into its crop; a frame shared by several views whole,
-once), resizes each crop with ffcv's OpenCV resize and flips it in place.
+once), resizes each crop with ffcv's OpenCV resize and flips it in place. With the CRC
+check on, a sample's whole blob is first checked against its row's CRC32 (zlib's
+``crc32``); one that fails is not decoded (its views stay black) and is counted.
 
-Every C function (libwebp's, ffcv's resize and memcpy) is called through the address table
-:func:`kernel_table` passed as the first argument (:mod:`vicmae_data.format.ccall`), so all
-of this is compiled once per machine and loaded from numba's cache by later processes.
+Every C function (libwebp's, ffcv's resize and memcpy, zlib's crc32) is called through the
+address table :func:`kernel_table` passed as the first argument
+(:mod:`vicmae_data.load.native.ccall`), so all of this is compiled once per machine and loaded
+from numba's cache by later processes.
+
+Each decoder owns a small int64 control block (:data:`CONTROL_WORDS`), read and written by
+address: the epoch, the frames that failed to decode, the samples that failed their CRC,
+and the first :data:`NAMED_MAX` samples with either since the names were last cleared.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from functools import partial
 
 import numba
@@ -25,9 +34,16 @@ from vicmae_data.load.native import libwebp
 from vicmae_data.load.native.ccall import address_of, c_function
 from vicmae_data.load.native.cvresize import cv_resize_address, resize_view
 
-FN_RESIZE, FN_MEMCPY, FN_CV_RESIZE = 3, 4, 5  # after libwebp's three (function_table)
+FN_RESIZE, FN_MEMCPY, FN_CV_RESIZE, FN_CRC32 = 3, 4, 5, 6  # after libwebp's three
 _call_resize = c_function(types.int32, *([types.int64] * 11))
 _call_memcpy = c_function(types.int32, types.uintp, types.uintp, types.uint64)
+# uLong crc32(uLong crc, const Bytef *buf, uInt len)
+_call_crc32 = c_function(types.uint64, types.uint64, types.uintp, types.uint32)
+
+# The control block of a decoder (int64 words).
+CONTROL_EPOCH, CONTROL_FAILED, CONTROL_CRC, CONTROL_NAMED, CONTROL_NAMES = 0, 1, 2, 3, 4
+NAMED_MAX = 16
+CONTROL_WORDS = CONTROL_NAMES + NAMED_MAX
 
 _njit = partial(njit, nogil=True, fastmath=True, error_model="numpy", cache=True)
 
@@ -47,16 +63,32 @@ def concurrent_parallel_regions_ok() -> bool:
     return numba.threading_layer() != "workqueue"
 
 
+def crc32_address() -> int:
+    """Address of zlib's ``crc32`` in this process, or 0 where no libz is found."""
+    name = ctypes.util.find_library("z")
+    if not name:
+        return 0
+    try:
+        return address_of(ctypes.CDLL(name).crc32)
+    except (OSError, AttributeError):
+        return 0
+
+
 def kernel_table() -> np.ndarray:
     """int64 addresses of every C function the kernels call, valid in this process."""
-    extra = [address_of(ctypes_resize), address_of(ctypes_memcopy), cv_resize_address()]
+    extra = [
+        address_of(ctypes_resize),
+        address_of(ctypes_memcopy),
+        cv_resize_address(),
+        crc32_address(),
+    ]
     return np.concatenate([libwebp.function_table(), np.array(extra, dtype=np.int64)])
 
 
 @_njit
 def resize_into(fns, source, r0: int, r1: int, c0: int, c1: int, out, scratch) -> None:
     """``source[r0:r1, c0:c1]`` (uint8 [h, w, 3]) resized into ``out``: bilinear below a
-    factor of 2, area above (:mod:`vicmae_data.format.cvresize`); ffcv's area resize where
+    factor of 2, area above (:mod:`vicmae_data.load.native.cvresize`); ffcv's area resize where
     OpenCV has no ``cvResize``."""
     if fns[FN_CV_RESIZE] != 0:
         resize_view(fns[FN_CV_RESIZE], source, r0, r1, c0, c1, out, scratch)
@@ -67,7 +99,7 @@ def resize_into(fns, source, r0: int, r1: int, c0: int, c1: int, out, scratch) -
 
 @_njit
 def read_words(fns, address: int) -> tuple[int, int]:
-    """The two int64 at ``address`` (a decoder's control array: epoch, failures)."""
+    """The first two int64 at ``address`` (a decoder's control block: epoch, failures)."""
     pair = np.zeros(2, dtype=np.int64)
     _call_memcpy(fns[FN_MEMCPY], address, pair.ctypes.data, 16)
     return pair[0], pair[1]
@@ -86,12 +118,31 @@ def crop_rows(fns, flags_address: int, sample_ids, T, use_row) -> None:
 
 
 @_njit
-def add_failures(fns, address: int, count: int) -> None:
-    """control[1] += count (once per batch, outside the parallel loop)."""
-    pair = np.zeros(2, dtype=np.int64)
-    _call_memcpy(fns[FN_MEMCPY], address, pair.ctypes.data, 16)
-    pair[1] += count
-    _call_memcpy(fns[FN_MEMCPY], pair.ctypes.data, address, 16)
+def record_failures(fns, address: int, sample_ids, failed, crc_bad) -> None:
+    """Count this batch's failed frames and CRC failures in the control block at
+    ``address``, and name their samples while there is room (once per batch, outside the
+    parallel loop)."""
+    block = np.zeros(CONTROL_WORDS, dtype=np.int64)
+    _call_memcpy(fns[FN_MEMCPY], address, block.ctypes.data, 8 * CONTROL_WORDS)
+    for i in range(len(sample_ids)):
+        if failed[i] == 0 and crc_bad[i] == 0:
+            continue
+        block[CONTROL_FAILED] += failed[i]
+        block[CONTROL_CRC] += crc_bad[i]
+        named = block[CONTROL_NAMED]
+        if named < NAMED_MAX:
+            block[CONTROL_NAMES + named] = sample_ids[i]
+            block[CONTROL_NAMED] = named + 1
+    _call_memcpy(fns[FN_MEMCPY], block.ctypes.data, address, 8 * CONTROL_WORDS)
+
+
+@_njit
+def crc_matches(fns, blob_ptr: int, blob_size: int, crc: int) -> bool:
+    """Whether the ``blob_size`` bytes at ``blob_ptr`` have the CRC32 ``crc`` (zlib's)."""
+    if fns[FN_CRC32] == 0 or blob_size <= 0:
+        return False
+    got = _call_crc32(fns[FN_CRC32], 0, blob_ptr, blob_size)
+    return np.int64(got & np.uint64(0xFFFFFFFF)) == np.int64(crc)
 
 
 @_njit
@@ -133,7 +184,9 @@ def decode_views(fns, blob_ptr, blob_size, H, W, params, buf, config, out) -> in
 
     Views are visited in frame order so views sharing a frame are adjacent: that frame is
     decoded whole once into ``buf``; a frame used by one view only is decoded straight into
-    its crop. Returns the number of views whose frame failed to decode (left black).
+    its crop (from the even pixel at or before the crop's origin, where libwebp starts a
+    cropped decode, the extra row or column left out by the resize). Returns the number of
+    views whose frame failed to decode (left black).
     """
     V = params.shape[0]
     scratch = config[libwebp.CONFIG_WORDS :]  # the CvMat headers of the resize
@@ -160,12 +213,14 @@ def decode_views(fns, blob_ptr, blob_size, H, W, params, buf, config, out) -> in
                 resize_into(fns, frame, top, top + h, left, left + w, out[v], scratch)
         else:
             whole = -1
+            dt, dl = top & 1, left & 1  # libwebp's cropped decode starts on even pixels
             ok = libwebp.decode_crop_into_fn(
-                fns, blob_ptr + start, end - start, config, buf, top, left, h, w
-            )
+                fns, blob_ptr + start, end - start, config, buf, top - dt, left - dl,
+                h + dt, w + dl,
+            )  # fmt: skip
             if ok == 1:
-                crop = buf[: h * w * 3].reshape(h, w, 3)
-                resize_into(fns, crop, 0, h, 0, w, out[v], scratch)
+                crop = buf[: (h + dt) * (w + dl) * 3].reshape(h + dt, w + dl, 3)
+                resize_into(fns, crop, dt, dt + h, dl, dl + w, out[v], scratch)
         if ok != 1:
             out[v][:] = 0
             failed += 1
@@ -176,18 +231,26 @@ def decode_views(fns, blob_ptr, blob_size, H, W, params, buf, config, out) -> in
 
 @njit(nogil=True, fastmath=True, error_model="numpy", cache=True, parallel=True)
 def decode_batch(
-    fns, blob_ptrs, blob_sizes, T, H, W, use_row, sample_ids, seed, epoch, mode, delta, train,
-    settings, all_params, rngs, scratch, configs, destination, failed,
+    fns, blob_ptrs, blob_sizes, T, H, W, crcs, use_row, sample_ids, seed, epoch, plan,
+    check_crc, settings, all_params, rngs, scratch, configs, destination, failed, crc_bad,
 ) -> None:  # fmt: skip
-    """Draw and decode every sample of a batch, in parallel (``failed[i]``: black views).
+    """Draw and decode every sample of a batch, in parallel (``failed[i]``: black views;
+    ``crc_bad[i]``: 1 where ``check_crc`` found the blob damaged, nothing decoded).
 
-    ``settings[use_row[i]]`` are sample ``i``'s crop settings (row 1 gives a one-frame
-    video the video crop range, see :class:`~vicmae_data.load.decoder.WebPFramesDecoder`).
+    ``plan`` is :func:`~vicmae_data.load.crops.view_plan`'s; ``settings[use_row[i]]`` are
+    sample ``i``'s crop settings (row 1 gives a one-frame video the video crop range, see
+    :class:`~vicmae_data.load.decoder.WebPFramesDecoder`).
     """
     for i in prange(len(sample_ids)):
         params = all_params[i]
-        draw_view_params(seed, epoch, sample_ids[i], T[i], H[i], W[i], mode, delta, train,
+        draw_view_params(seed, epoch, sample_ids[i], T[i], H[i], W[i], plan,
                          settings[use_row[i]], params, rngs[i])  # fmt: skip
+        crc_bad[i] = 0
+        if check_crc and not crc_matches(fns, blob_ptrs[i], blob_sizes[i], crcs[i]):
+            crc_bad[i] = 1
+            failed[i] = 0
+            destination[i][:] = 0
+            continue
         failed[i] = decode_views(
             fns, blob_ptrs[i], blob_sizes[i], H[i], W[i], params, scratch[i], configs[i],
             destination[i],
@@ -195,8 +258,8 @@ def decode_batch(
 
 
 @_njit
-def gather_mapped(batch_indices, metadata, mem_state, ptrs, sizes, T, H, W) -> None:
-    """Blob address, size and frame table of each sample, from a memory-mapped file.
+def gather_mapped(batch_indices, metadata, mem_state, ptrs, sizes, T, H, W, crcs) -> None:
+    """Blob address, size, frame table and CRC32 of each sample, from a memory-mapped file.
 
     ``mem_state`` is (whole file as uint8, sorted allocation pointers, their sizes), the
     state of :class:`~vicmae_data.load.memory.ReadOnlyMmapManager`. A pointer that is not an
@@ -217,50 +280,56 @@ def gather_mapped(batch_indices, metadata, mem_state, ptrs, sizes, T, H, W) -> N
         T[i] = row["num_frames"]
         H[i] = row["height"]
         W[i] = row["width"]
+        crcs[i] = row["crc32"]
 
 
 @_njit
 def sample_arrays(n: int):
-    """Per sample of a batch: blob address, blob size, frame count, height, width."""
+    """Per sample of a batch: blob address, blob size, frame count, height, width, CRC32."""
     return (np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
             np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
-            np.zeros(n, dtype=np.int64))  # fmt: skip
+            np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))  # fmt: skip
+
+
+KNOB_CONTROL, KNOB_SEED, KNOB_FLAGS, KNOB_CHECK_CRC = 0, 1, 2, 3
+NUM_KNOBS = 4
 
 
 @_njit
 def decode_gathered(
-    fns, knobs, batch_indices, ptrs, sizes, T, H, W, settings, destination, scratch, configs,
-    all_params, rngs,
+    fns, knobs, plan, batch_indices, ptrs, sizes, T, H, W, crcs, settings, destination,
+    scratch, configs, all_params, rngs,
 ):  # fmt: skip
     """One batch whose blobs are gathered: read the epoch, decode, count failures.
 
-    ``knobs`` is int64 [control address, seed, mode, delta, train, image flags address]:
-    an array, not scalars, because numba specialises compiled code on the value of every
-    constant scalar a closure passes in (one cache entry per seed), but not on an array's
-    content.
+    ``knobs`` is int64 [control address, seed, image flags address, check CRC] and
+    ``plan`` the decoder's :func:`~vicmae_data.load.crops.view_plan`: arrays, not scalars,
+    because numba specialises compiled code on the value of every constant scalar a closure
+    passes in (one cache entry per seed), but not on an array's content.
     """
-    control, seed, mode, delta, train = knobs[0], knobs[1], knobs[2], knobs[3], knobs[4] != 0
+    control, seed = knobs[KNOB_CONTROL], knobs[KNOB_SEED]
     n = len(batch_indices)
     use_row = np.zeros(n, dtype=np.int64)
-    crop_rows(fns, knobs[5], batch_indices, T, use_row)
+    crop_rows(fns, knobs[KNOB_FLAGS], batch_indices, T, use_row)
     epoch = read_words(fns, control)[0]
     failed = np.zeros(n, dtype=np.int64)
-    decode_batch(fns, ptrs, sizes, T, H, W, use_row, batch_indices, seed, epoch, mode, delta,
-                 train, settings, all_params, rngs, scratch, configs, destination,
-                 failed)  # fmt: skip
-    total = failed.sum()
-    if total > 0:
-        add_failures(fns, control, total)
+    crc_bad = np.zeros(n, dtype=np.int64)
+    decode_batch(fns, ptrs, sizes, T, H, W, crcs, use_row, batch_indices, seed, epoch, plan,
+                 knobs[KNOB_CHECK_CRC] != 0, settings, all_params, rngs, scratch, configs,
+                 destination, failed, crc_bad)  # fmt: skip
+    if failed.sum() + crc_bad.sum() > 0:
+        record_failures(fns, control, batch_indices, failed, crc_bad)
     return destination[:n]
 
 
 @_njit
 def decode_mapped(
-    fns, knobs, batch_indices, metadata, mem_state, settings, destination, scratch, configs,
-    all_params, rngs,
+    fns, knobs, plan, batch_indices, metadata, mem_state, settings, destination, scratch,
+    configs, all_params, rngs,
 ):  # fmt: skip
     """One batch from a memory-mapped .beton (:func:`gather_mapped`, then decode)."""
-    ptrs, sizes, T, H, W = sample_arrays(len(batch_indices))
-    gather_mapped(batch_indices, metadata, mem_state, ptrs, sizes, T, H, W)
-    return decode_gathered(fns, knobs, batch_indices, ptrs, sizes, T, H, W, settings,
-                           destination, scratch, configs, all_params, rngs)  # fmt: skip
+    ptrs, sizes, T, H, W, crcs = sample_arrays(len(batch_indices))
+    gather_mapped(batch_indices, metadata, mem_state, ptrs, sizes, T, H, W, crcs)
+    return decode_gathered(fns, knobs, plan, batch_indices, ptrs, sizes, T, H, W, crcs,
+                           settings, destination, scratch, configs, all_params,
+                           rngs)  # fmt: skip

@@ -1,10 +1,11 @@
 """``make_loader``: batches of sampled, decoded, cropped views from one or several .beton files.
 
 One ffcv ``Loader`` per file, each running :class:`~vicmae_data.load.decoder.
-WebPFramesDecoder` in compiled code on ``num_workers`` threads. Several files are mixed by
-weight inside every batch (``["k400.beton", ("in1k.beton", 0.3)]``: file ``i`` gives
-``round(B * w_i / sum(w))`` samples of each batch; a bare path has weight 1). The first
-file defines the epoch; the others cycle.
+WebPFramesDecoder` in compiled code on ``num_workers`` threads. Several files are mixed
+(:mod:`vicmae_data.load.mixing`) by weight inside every batch (``["k400.beton",
+("in1k.beton", 0.3)]``: file ``i`` gives ``round(B * w_i / sum(w))`` samples of each batch;
+a bare path has weight 1; the first file defines the epoch, the others cycle), or with
+``mix="concat"`` as one concatenated dataset (one epoch = every sample of every file once).
 
 Example::
 
@@ -12,6 +13,10 @@ Example::
     for epoch in range(loader.epoch, epochs):
         for batch in loader:                      # one epoch per iteration
             x = to_model_input(batch, "cuda")     # (B, 2, 3, 224, 224) float, normalised
+
+    clips = make_loader("k400.beton", 8, num_workers=16, sampling="clip")  # 16 x 4 clips
+    for batch in clips:
+        batch.views                               # uint8 (B, 16, 3, 224, 224), time order
 
 With one file and ``device="cpu"``, a batch's tensors are views of the loader's rotating
 buffers (allocated once, reused every epoch): later batches overwrite them (a few batches
@@ -38,13 +43,24 @@ from vicmae_data.format.labels import RELABEL_MODES, plan_labels
 from vicmae_data.load.crops import draw_view_params
 from vicmae_data.load.decoder import SampleIndexDecoder, WebPFrameCountDecoder, WebPFramesDecoder
 from vicmae_data.load.epochs import VicmaeLoader
-from vicmae_data.load.kernels import concurrent_parallel_regions_ok
+from vicmae_data.load.kernels import concurrent_parallel_regions_ok, crc32_address
 from vicmae_data.load.memory import MEMORY_MODES, BoundedMmapManager, ReadOnlyMmapManager
+from vicmae_data.load.mixing import MIX_MODES, concat_schedule, split_batch
 from vicmae_data.load.order import BlockShuffleOrder, default_rank_world
+from vicmae_data.load.rows import readable_samples
+from vicmae_data.load.samplers import SAMPLERS
 
 log = logging.getLogger(__name__)
 
 PathSpec = str | os.PathLike | tuple[str | os.PathLike, float]
+
+__all__ = ["make_loader", "sample_params", "split_batch"]
+
+# Crop defaults. Frame pairs: the paper's Table 5 (crop scale [0.5, 1] for video) and the
+# usual aspect range. Clips, for fine-tuning: facebookresearch/mae_st main_finetune.py,
+# --jitter_scales_relative [0.08, 1.0] and --jitter_aspect_relative [0.75, 1.3333].
+PAIR_VIDEO_SCALE, PAIR_RATIO = (0.5, 1.0), (3 / 4, 4 / 3)
+CLIP_VIDEO_SCALE, CLIP_RATIO = (0.08, 1.0), (0.75, 1.3333)
 
 _MANAGERS = {
     "mmap-bounded": BoundedMmapManager,
@@ -53,11 +69,16 @@ _MANAGERS = {
 }
 
 
-def _parse_paths(paths: PathSpec | Sequence[PathSpec]) -> list[tuple[str, float]]:
+def _parse_paths(paths: PathSpec | Sequence[PathSpec], mix: str) -> list[tuple[str, float]]:
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     out = []
     for p in paths:
+        if isinstance(p, tuple) and mix == "concat":
+            raise ValueError(
+                f"{p[0]}: mix='concat' takes every file whole, in proportion to its size; "
+                "weights are for mix='weights'"
+            )
         path, weight = (p[0], float(p[1])) if isinstance(p, tuple) else (p, 1.0)
         if not os.path.isfile(path):
             raise BetonError(f"{path}: no such file")
@@ -69,16 +90,6 @@ def _parse_paths(paths: PathSpec | Sequence[PathSpec]) -> list[tuple[str, float]
     return out
 
 
-def split_batch(batch_size: int, weights: Sequence[float]) -> list[int]:
-    """Samples per file in a batch: ``round(B * w_i / sum(w))``, summing to ``B``, each >= 1."""
-    total = float(sum(weights))
-    sizes = [max(1, round(batch_size * w / total)) for w in weights]
-    sizes[0] += batch_size - sum(sizes)  # rounding slack goes to the epoch-defining file
-    if sizes[0] < 1:
-        raise ValueError(f"batch_size {batch_size} is too small for {len(weights)} files")
-    return sizes
-
-
 def make_loader(
     paths: PathSpec | Sequence[PathSpec],
     batch_size: int,
@@ -86,7 +97,9 @@ def make_loader(
     num_workers: int,
     sampling: str = "distant",
     delta: int = 8,
-    num_views: int = 2,
+    num_views: int | None = None,
+    clip_frames: int = 16,
+    clip_stride: int = 4,
     resolution: int = 224,
     distributed: bool = False,
     rank: int | None = None,
@@ -95,15 +108,36 @@ def make_loader(
     device: str | torch.device = "cpu",
     drop_last: bool = True,
     train: bool = True,
-    video_scale: tuple[float, float] = (0.5, 1.0),
+    test_view: tuple[int, int, int, int] | None = None,
+    video_scale: tuple[float, float] | None = None,
     image_scale: tuple[float, float] = (0.2, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    ratio: tuple[float, float] | None = None,
     memory: str = "mmap-bounded",
     batches_ahead: int = 3,
     epoch: int = 0,
     relabel: str | Sequence[int] = "auto",
+    mix: str = "weights",
+    check_crc: bool = False,
 ) -> VicmaeLoader:
-    """Build the loader over one .beton or a weighted mix of several.
+    """Build the loader over one .beton or a mix of several.
+
+    ``sampling`` names a frame sampler (:data:`~vicmae_data.load.samplers.SAMPLERS`):
+    ``"distant"`` (one frame from each of ``num_views`` equal segments, default 2),
+    ``"continuous"`` (frames up to ``delta`` apart), ``"center"``, or ``"clip"``: a clip of
+    ``clip_frames`` frames spread over ``clip_frames * clip_stride`` stored frames (16 x 4,
+    ST-MAE's Kinetics fine-tuning; the rules in :func:`~vicmae_data.load.samplers.clip`),
+    all with ONE random resized crop and ONE flip; ``batch.views`` is then uint8
+    ``(B, T, 3, R, R)``, the clip's frames in time order in the slot of the pair sampling's
+    views (a video model permutes it to ``(B, 3, T, R, R)`` itself). ``video_scale`` and
+    ``ratio`` default to the paper's pair crops ((0.5, 1), (3/4, 4/3)) and, for clips, to
+    ST-MAE's fine-tuning crops ((0.08, 1), (0.75, 1.3333)).
+
+    ``train=False`` gives deterministic views: centre frame(s), centre crop, no flip; for
+    clips ``test_view=(k, K, j, J)`` picks temporal view ``k`` of ``K`` evenly spaced clips
+    and spatial view ``j`` of ``J``: ``J = 3`` squares of the short side at the start,
+    centre and end of the long side, ``J = 1`` the centre crop (None: ``(0, 1, 0, 1)``).
+    The same view for every sample: one pass per view, and a caller averages the passes'
+    predictions per sample by ``batch.indices`` (section 4's K x 3 testing).
 
     ``distributed=True`` gives each rank a disjoint share (``rank``/``world_size`` default
     to ``torch.distributed``'s); without it the whole file is one share.
@@ -117,15 +151,25 @@ def make_loader(
     faster (no page faults on pages touched before), but every touched page stays in the
     process's RSS; ``"process_cache"`` is ffcv's reader of whole 8 MiB+ pages per sample
     touched (only for storage where small random reads are very slow).
-    ``train=False``: centre frame(s), centre crop, no flip, for evaluation. Sampling is
-    ``"distant"``, ``"continuous"`` (frame separation up to ``delta``) or ``"center"``.
 
-    Labels of several files (:mod:`vicmae_data.format.labels`): ``relabel="auto"`` keeps
-    the labels of files of one dataset (shards) and offsets different datasets past each
-    other, exactly as ``vicmae-data merge`` does, so mixing files here and training on
-    their merge give every sample the same label; ``"offset"`` offsets every file,
-    ``"keep"`` never changes a label, and a list of ints gives each file's offset yourself.
-    The offsets used are ``loader.label_offsets``.
+    Several files: ``mix="weights"`` (default) gives file ``i`` a fixed share of every
+    batch by its weight, the first file defining the epoch; ``mix="concat"`` reads them as
+    one concatenated dataset, as the ViC-MAE authors' ImageNet + Kinetics run does: one
+    epoch is one pass over every file, each batch taking from each file in proportion to
+    its size (:mod:`vicmae_data.load.mixing`). Labels of several files
+    (:mod:`vicmae_data.format.labels`): ``relabel="auto"`` keeps the labels of files of
+    one dataset (shards) and offsets different datasets past each other, exactly as
+    ``vicmae-data merge`` does, so mixing files here and training on their merge give every
+    sample the same label; ``"offset"`` offsets every file, ``"keep"`` never changes a
+    label, and a list of ints gives each file's offset yourself. The offsets used are
+    ``loader.label_offsets``.
+
+    Damaged input: rows of the file's table that disagree with the file (frame count,
+    frame size, pointer) are left out with one warning naming them, before any buffer is
+    sized (:mod:`vicmae_data.load.rows`). The loader does NOT verify the CRC32 of what it
+    reads unless ``check_crc=True`` (each sample's whole blob is read and checked before
+    decoding; one that fails is left black, counted in ``loader.crc_failures`` and named
+    in the epoch's warning); ``vicmae-data verify FILE`` checks every sample.
 
     ``num_workers`` above the CPU cores numba may use here is lowered to that number, with
     a warning. ``device="cuda"``: batches arrive on the GPU, copied from pinned memory
@@ -133,9 +177,24 @@ def make_loader(
 
     Example: ``make_loader(["k400.beton", ("in1k.beton", 0.3)], 256, num_workers=8)``.
     """
-    specs = _parse_paths(paths)
+    if mix not in MIX_MODES:
+        raise ValueError(f"mix must be one of {MIX_MODES}, not {mix!r}")
+    specs = _parse_paths(paths, mix)
     if memory not in MEMORY_MODES:
         raise ValueError(f"memory must be one of {MEMORY_MODES}, not {memory!r}")
+    sampler = SAMPLERS.get(sampling)
+    if sampler is None:
+        raise ValueError(f"sampling must be one of {sorted(SAMPLERS)}, not {sampling!r}")
+    if sampler.clip:
+        if num_views not in (None, clip_frames):
+            raise ValueError(f"sampling='clip' gives clip_frames={clip_frames} views per clip")
+        num_views = clip_frames
+    num_views = 2 if num_views is None else num_views
+    pairs = not sampler.clip
+    video_scale = video_scale or (PAIR_VIDEO_SCALE if pairs else CLIP_VIDEO_SCALE)
+    ratio = ratio or (PAIR_RATIO if pairs else CLIP_RATIO)
+    if check_crc and crc32_address() == 0:
+        raise OSError("check_crc=True needs zlib's shared library (libz), which was not found")
     num_workers = clamp_workers(num_workers)
     offsets = _label_offsets([p for p, _ in specs], relabel)
     if distributed:
@@ -144,11 +203,25 @@ def make_loader(
         world_size = auto_world if world_size is None else world_size
     else:
         rank, world_size = 0, 1
-    sizes = split_batch(batch_size, [w for _, w in specs])
+    betons = [BetonFile(path) for path, _ in specs]  # checks the tables first
+    goods = [readable_samples(beton) for beton in betons]
+    schedule = None
+    if mix == "concat":
+        counts = [len(b) if g is None else len(g) for b, g in zip(betons, goods, strict=True)]
+        per_rank = [-(-n // world_size) for n in counts]  # BlockShuffleOrder's padded share
+        if drop_last and sum(per_rank) < batch_size:
+            raise ValueError(
+                f"{sum(per_rank)} samples{' per rank' if world_size > 1 else ''} in all files "
+                f"is fewer than batch_size={batch_size}"
+            )
+        schedule = concat_schedule(per_rank, batch_size, drop_last)
+        sizes = [max(1, int(schedule[:, i].max(initial=0))) for i in range(len(specs))]
+    else:
+        sizes = split_batch(batch_size, [w for _, w in specs])
     loaders, decoders, image_flags = [], [], []
     for i, ((path, _), size) in enumerate(zip(specs, sizes, strict=True)):
         file_seed = seed + 1_000_003 * i
-        beton = BetonFile(path)  # checks the tables before compiled code reads the file
+        beton, good = betons[i], goods[i]
         flags = beton.image_flags()  # a one-frame video stays a video
         image_flags.append(torch.from_numpy(flags))
         decoder = WebPFramesDecoder(
@@ -162,6 +235,10 @@ def make_loader(
             image_scale=image_scale,
             ratio=ratio,
             image_flags=flags,
+            clip_stride=clip_stride,
+            test_view=test_view,
+            check_crc=check_crc,
+            rows=good,
         )
         pipelines = {
             "frames": [decoder, ToTensor()],
@@ -178,7 +255,6 @@ def make_loader(
                 ffcv_loader, page_of=page_of, rank=rank, world_size=world_size, seed=file_seed
             )
 
-        good = _readable_samples(beton)
         try:
             loader = FileLoader(
                 path,
@@ -190,7 +266,8 @@ def make_loader(
                 seed=file_seed,
                 pipelines=pipelines,
                 custom_fields=custom_fields(),
-                drop_last=drop_last,
+                # Concatenated, every file gives all its samples; the schedule drops the end.
+                drop_last=drop_last and schedule is None,
                 batches_ahead=batches_ahead,
                 indices=good,
             )
@@ -198,7 +275,8 @@ def make_loader(
             raise BetonError(f"{path}: cannot load ({exc})") from None
         loaders.append(loader)
         decoders.append(decoder)
-    _check_batch_fits(loaders, batch_size, [w for _, w in specs], world_size)
+    if schedule is None:
+        _check_batch_fits(loaders, batch_size, [w for _, w in specs], world_size)
     return VicmaeLoader(
         loaders,
         decoders,
@@ -206,31 +284,8 @@ def make_loader(
         epoch=epoch,
         label_offsets=offsets,
         image_flags=image_flags,
+        schedule=schedule,
     )
-
-
-def _readable_samples(beton: BetonFile) -> np.ndarray | None:
-    """Check the file's tables before compiled code reads it; the samples that are safe.
-
-    A damaged header, field table or allocation table is a :class:`BetonError`; samples
-    whose table rows are damaged are left out, with a warning (None: all are fine).
-    """
-    damaged = beton.damaged_rows()
-    path = beton.path
-    if not damaged:
-        return None
-    first, reason = next(iter(damaged.items()))
-    k = len(damaged)
-    warnings.warn(
-        f"{path}: {k} sample{'s' if k > 1 else ''} left out, "
-        f"{'their table rows are' if k > 1 else 'its table row is'} damaged (sample "
-        f"{first}: {reason}); `vicmae-data verify {path}` lists them",
-        stacklevel=3,
-    )
-    good = np.setdiff1d(np.arange(len(beton)), np.fromiter(damaged, dtype=np.int64))
-    if len(good) == 0:
-        raise BetonError(f"{path}: every sample's table row is damaged")
-    return good
 
 
 def clamp_workers(num_workers: int) -> int:
@@ -312,9 +367,7 @@ def sample_params(
         num_frames,
         height,
         width,
-        decoder.mode,
-        decoder.delta,
-        decoder.train,
+        decoder.plan,
         settings,
         params,
         np.zeros(1, np.uint64),

@@ -18,12 +18,23 @@ Samplers write ``n`` frame indices into ``out`` (int32 or int64, length >= n):
   repeat the last frame); ``delta = 0`` gives the same frame for every view.
 - :func:`center`: deterministic, the middle frame of each of the ``n`` segments (``n = 1``:
   the middle frame of the clip); for evaluation.
+- :func:`clip`: ``n`` frames spread over a window of ``n * stride`` stored frames (a 16 x 4
+  clip), at a random start for training or at the start of temporal view ``k`` of ``K``
+  for testing, the rules of ST-MAE's loader (see its docstring).
+
+The loader finds a sampler by name in :data:`SAMPLERS` (a :class:`Sampler` per entry). Each
+entry's compiled code is reached through a C entry point of one signature whose address the
+decoder passes to its cached kernels at run time (as the libwebp functions are, see
+:mod:`vicmae_data.load.native.ccall`): a new sampler is one entry here, and the kernels are never
+compiled per sampler, per process or per seed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from numba import njit
+from numba import carray, cfunc, njit, types
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -33,8 +44,6 @@ _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _S11 = np.uint64(11)
 _INV53 = 1.0 / 9007199254740992.0  # 2**-53
-
-SAMPLING_MODES = {"distant": 0, "continuous": 1, "center": 2}
 
 
 @njit(cache=True)
@@ -105,11 +114,104 @@ def center(T: int, n: int, out: np.ndarray) -> None:
 
 
 @njit(cache=True)
-def sample_frames(mode: int, T: int, delta: int, n: int, out: np.ndarray, rng: np.ndarray) -> None:
-    """Dispatch on ``mode`` (values of :data:`SAMPLING_MODES`)."""
-    if mode == 0:
-        distant(T, n, out, rng)
-    elif mode == 1:
-        continuous(T, delta, n, out, rng)
+def clip(T: int, n: int, stride: int, k: int, K: int, out: np.ndarray, rng: np.ndarray) -> None:
+    """``n`` frames over a window of ``n * stride`` stored frames, as ST-MAE samples a clip.
+
+    facebookresearch/mae_st ``util/decoder/decoder.py``: ``get_start_end_idx`` places the
+    window (``delta = max(T - n * stride, 0)``; ``k < 0``: start uniform in ``[0, delta]``,
+    its ``clip_idx == -1``; else with ``use_offset`` (``util/kinetics.py`` default): ``K == 1``
+    the centre, ``floor(delta / 2)``, and otherwise ``k * floor(delta / (K - 1))``, so the
+    first view starts at frame 0 and the last ends near the last frame), and
+    ``temporal_sampling`` takes ``linspace(start, start + n * stride - 1, n)``, truncated to
+    integers and clamped to ``[0, T - 1]``: frames ~``stride`` apart (exactly
+    ``(n * stride - 1) / (n - 1)``), and a video shorter than the window repeats its last
+    frame. Computed here in float64, where torch's ``linspace`` works in float32.
+    """
+    size = n * stride
+    delta = max(T - size, 0)
+    if k < 0:
+        start = rng_uniform(rng) * delta
+    elif K == 1:
+        start = float(delta // 2)
     else:
-        center(T, n, out)
+        start = float(k * (delta // (K - 1)))
+    for i in range(n):
+        x = start + (i * (size - 1)) / (n - 1) if n > 1 else start
+        out[i] = min(max(int(x), 0), T - 1)  # x >= 0: int() truncates, as .long()
+
+
+# --- the registry ----------------------------------------------------------------------
+
+# Every sampler's C entry point: (T, n, args, out, rng) -> 0, where ``args`` is int64[4]
+# (delta, stride, k, K: each sampler reads what it needs), ``out`` int64[n] and ``rng`` the
+# uint64[1] state. Pointers arrive as integers (numba's ``array.ctypes.data``).
+ENTRY_SIGNATURE = types.int32(
+    types.int64,
+    types.int64,
+    types.CPointer(types.int64),
+    types.CPointer(types.int64),
+    types.CPointer(types.uint64),
+)
+ARG_DELTA, ARG_STRIDE, ARG_INDEX, ARG_COUNT = range(4)
+NUM_ARGS = 4
+
+
+@cfunc(ENTRY_SIGNATURE, cache=True)
+def _distant_entry(T, n, args, out, rng):
+    distant(T, n, carray(out, n), carray(rng, 1))
+    return 0
+
+
+@cfunc(ENTRY_SIGNATURE, cache=True)
+def _continuous_entry(T, n, args, out, rng):
+    continuous(T, carray(args, NUM_ARGS)[ARG_DELTA], n, carray(out, n), carray(rng, 1))
+    return 0
+
+
+@cfunc(ENTRY_SIGNATURE, cache=True)
+def _center_entry(T, n, args, out, rng):
+    center(T, n, carray(out, n))
+    return 0
+
+
+@cfunc(ENTRY_SIGNATURE, cache=True)
+def _clip_entry(T, n, args, out, rng):
+    a = carray(args, NUM_ARGS)
+    clip(T, n, a[ARG_STRIDE], a[ARG_INDEX], a[ARG_COUNT], carray(out, n), carray(rng, 1))
+    return 0
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """One entry of :data:`SAMPLERS`.
+
+    Attributes:
+        name: what ``make_loader(sampling=...)`` takes.
+        entry: the compiled C entry point (:data:`ENTRY_SIGNATURE`).
+        evaluation: the entry used with ``train=False`` (deterministic frames).
+        clip: the views are one clip's frames, all with one crop and flip (``num_views`` is
+            the clip length); otherwise every view draws its own crop and flip.
+        summary: one line for error messages and docs.
+    """
+
+    name: str
+    entry: object
+    evaluation: str
+    clip: bool
+    summary: str
+
+    @property
+    def address(self) -> int:
+        """The entry point's address in this process (what the kernels call)."""
+        return int(self.entry.address)
+
+
+SAMPLERS: dict[str, Sampler] = {
+    s.name: s
+    for s in (
+        Sampler("distant", _distant_entry, "center", False, "one frame from each of n segments"),
+        Sampler("continuous", _continuous_entry, "center", False, "frames within delta"),
+        Sampler("center", _center_entry, "center", False, "the middle frame of each segment"),
+        Sampler("clip", _clip_entry, "clip", True, "T frames at stride s, one crop"),
+    )
+}
