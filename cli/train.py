@@ -187,6 +187,18 @@ def pretrain_cmd(
     epoch_N.pt with --keep), metrics.jsonl and tb/ in the run folder.
 
     Example: vicmae train pretrain --beton k400.beton --out runs/k400 --epochs 400
+
+    Try it on a sample (2 CPU cores, minutes; the README's sample block): a synthetic
+    Kinetics-style dataset, converted, pretrained with the tiny CPU config, probed, exported:
+
+    vicmae-data synth --layout kinetics400 --out data/kinetics400 --videos 64
+    vicmae-data convert kinetics400 --split train --out train.beton --short-side 64
+    vicmae-data convert kinetics400 --split val --out val.beton --short-side 64
+    vicmae train pretrain --config demo_cpu --beton train.beton --out runs/sample \\
+        --batch-size 32 --epochs 40
+    vicmae train linprobe --beton train.beton --val-beton val.beton \\
+        --checkpoint runs/sample/last.pt probe.cached=true
+    vicmae export timm --checkpoint runs/sample/last.pt --out vit.pth
     """
     from vicmae.jobs.pretrain import pretrain
 

@@ -306,6 +306,43 @@ def test_loading_snippet_runs(prepared):
     assert done.returncode == 0, done.stderr
 
 
+# The sample block, smaller: the same commands on 12 clips a split, 2 epochs of batch 8.
+SAMPLE_SCALE = (("--videos 64", "--videos 12"), ("--epochs 40", "--epochs 2"),
+                ("--batch-size 32", "--batch-size 8"))  # fmt: skip
+
+
+def sample_block() -> Block:
+    block = block_with("vicmae-data synth --layout kinetics400 --out data/kinetics400")
+    assert block.page == "README.md"
+    return block
+
+
+def test_the_sample_block_is_in_pretrain_help():
+    """`vicmae train pretrain --help` shows the README's sample block, line for line."""
+    command = typer.main.get_command(train_app).commands["train"].commands["pretrain"]
+    helped = [" ".join(ln.split()) for ln in re.sub(r"\\\n", "", command.help).splitlines()]
+    sample = [" ".join(line.split()) for line in sample_block().commands()]
+    assert [ln.split()[0] for ln in sample] == ["vicmae-data"] * 3 + ["vicmae"] * 3
+    missing = [line for line in sample if line not in helped]
+    assert not missing, f"pretrain --help lacks the README's sample lines {missing}"
+
+
+@pytest.mark.slow
+def test_the_sample_block_runs_from_synth_to_export(tmp_path):
+    """A newcomer's first commands: synth, convert, pretrain, probe, export, with no error,
+    refusal or traceback (on fewer clips and steps than written, to stay fast)."""
+    block = sample_block()
+    text = block.text
+    for old, new in SAMPLE_SCALE:
+        assert old in text, f"{block.where}: {old!r} is not in the sample block"
+        text = text.replace(old, new)
+    output = run(text, tmp_path)
+    assert "Traceback" not in output and "error" not in output.lower(), output
+    assert "next, convert it" in output and "--split val --out val.beton" in output
+    assert (tmp_path / "runs/sample/linprobe/result.json").is_file()
+    assert "timm.create_model(" in output and (tmp_path / "vit.pth").is_file()
+
+
 # --- the pages' links and the files they name -----------------------------------------------
 
 
