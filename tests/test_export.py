@@ -69,7 +69,7 @@ def _timm(file: Path, **kw) -> torch.nn.Module:
 def test_export_round_trip_equals_timm_features(trained_model: ViCMAE, tmp_path: Path) -> None:
     ckpt = _checkpoint(trained_model, tmp_path / "ckpt.pt")
     out = tmp_path / "vit.pth"
-    info = export_timm(ckpt, out)
+    info = export_timm(ckpt, out, head_classes=1000)  # --with-head: a strict load at 1000
     assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "vit.pth"]
     assert info["arch"] == "vit_pico_patch8" and info["head_classes"] == 1000
     assert info["img_size"] == 32

@@ -197,11 +197,16 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def builtin_configs() -> dict[str, str]:
-    """Built-in config names -> their one-line description (the file's first comment)."""
+    """Built-in config names -> their description: the file's first comment lines, whole,
+    up to an indented example line (``#   vicmae train ...``) or the first other line."""
     out = {}
     for path in sorted(BUILTIN_CONFIGS.glob("*.yaml")):
-        first = next((ln for ln in path.read_text().splitlines() if ln.startswith("#")), "#")
-        out[path.stem] = first.lstrip("#").strip()
+        about = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("# ") or line.startswith("#  "):
+                break
+            about.append(line[2:].strip())
+        out[path.stem] = " ".join(about)
     return out
 
 
