@@ -82,3 +82,26 @@ def test_under_torchrun_only_rank_0_prints_the_result(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("done:")]
     assert lines == [f"done: step 1, checkpoint {tmp_path / 'run' / 'last.pt'}"], done.stdout
+
+
+def test_the_console_shows_a_config_summary_and_warns_of_a_warm_up_as_long_as_the_run(
+    checkpoint, tmp_path
+):
+    """`linprobe --epochs 10` keeps Table 7's 10 warm-up epochs: the lr would only rise."""
+    beton = make_tiny_beton(tmp_path / "tiny.beton", n=16)
+    out = tmp_path / "probe"
+    res = runner.invoke(app, ["train", "linprobe", "--beton", str(beton), "--checkpoint",
+                              str(checkpoint), "--out", str(out), "--epochs", "10",
+                              "probe.cached=true", "data.num_workers=1"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "optim.warmup_epochs=10 is as long as the run (optim.epochs=10)" in text
+    assert f"config (all of it: {out / 'config.yaml'}):" in text
+    assert f"model the encoder of {checkpoint}" in text
+    assert "optim sgd, batch 4096, 10 epochs (10 warm-up), base lr 0.1" in text
+    assert "extract_batch" not in res.output  # the full config stays in config.yaml
+    assert "extract_batch" in (out / "config.yaml").read_text()
+    res = runner.invoke(app, ["train", "linprobe", "--beton", str(beton), "--checkpoint",
+                              str(checkpoint), "--out", str(tmp_path / "p2"), "--epochs", "11",
+                              "probe.cached=true", "data.num_workers=1"])  # fmt: skip
+    assert res.exit_code == 0 and "warm-up" not in res.output.replace("(10 warm-up)", "")

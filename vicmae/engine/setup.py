@@ -27,6 +27,7 @@ from vicmae.config import (
     ConfigError,
     JobConfig,
     LoaderConfig,
+    config_summary,
     dump_yaml,
     loader_paths,
     parse_beton,
@@ -212,11 +213,12 @@ def start_run(
     barrier()
     seed_everything(cfg.run.seed + info.rank)  # each rank draws its own masks and augmentations
     if info.is_main:
-        log.info("config:\n%s", dump_yaml(cfg).rstrip())
-        if cfg.optim.warmup_epochs > cfg.optim.epochs:
+        log.info("%s", config_summary(cfg))  # the whole config: RUN/config.yaml
+        if cfg.optim.warmup_epochs >= cfg.optim.epochs:
             log.warning(
-                "optim.warmup_epochs=%g is longer than the run (optim.epochs=%d): the lr "
-                "never reaches its peak", cfg.optim.warmup_epochs, cfg.optim.epochs,
+                "optim.warmup_epochs=%g is as long as the run (optim.epochs=%d): the lr only "
+                "rises, it never decays; set optim.warmup_epochs below it (the recipes warm "
+                "up for 5-11%% of the run)", cfg.optim.warmup_epochs, cfg.optim.epochs,
             )  # fmt: skip
     return run
 
