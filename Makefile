@@ -51,12 +51,14 @@ lint: install
 demo: install
 	@bash scripts/demo.sh
 
-# Options pass through: make bench-loader ARGS="--workers 1,4,8,16"
+# Options pass through: make bench-loader ARGS="--workers 1,4,8,16". Figures go to the
+# ignored benchmarks/out/; UPDATE=1 replaces the committed ones in benchmarks/results/.
+BENCH_OUT := $(if $(UPDATE),--update-results,)
 bench-loader: install
-	$(PY) benchmarks/bench_loader.py $(ARGS)
+	$(PY) benchmarks/bench_loader.py $(BENCH_OUT) $(ARGS)
 
 bench-convert: install
-	$(PY) benchmarks/bench_convert.py $(ARGS)
+	$(PY) benchmarks/bench_convert.py $(BENCH_OUT) $(ARGS)
 
 # Needs a CUDA GPU: ViT-B/16 pretraining throughput, MFU and peak memory.
 bench-train-gpu: install
