@@ -64,7 +64,7 @@ bench-convert: install
 bench-train-gpu: install
 	$(PY) benchmarks/bench_train_gpu.py $(BENCH_ARGS)
 
-# An offline bundle for GPU nodes without network (README: "GPU nodes without network").
+# An offline bundle for GPU nodes without network (docs/operations.md).
 # Needs network here and a CPython 3.12 (BUNDLE_PYTHON=...) to build ffcv's cp312 wheel.
 bundle: install
 	@bash scripts/bundle.sh
