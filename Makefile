@@ -2,7 +2,9 @@
 # Every target installs what it needs first; a second `make install` takes seconds.
 
 SHELL := /bin/bash
-PYTHON ?= python3.11
+# The Python .venv is built with: empty = the newest supported one on PATH (3.13, 3.12,
+# 3.11; scripts/find-python.sh), or make PYTHON=/path/to/python3.12.
+PYTHON ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -20,10 +22,19 @@ $(SYSDEPS_STAMP):
 	@mkdir -p $(VENV) && touch $@
 
 $(STAMP): pyproject.toml $(SYSDEPS_STAMP)
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 2; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ -x $(PY) ]; then \
+	    bash scripts/find-python.sh $(PY) >/dev/null; \
+	    echo "using $(VENV): Python $$($(PY) -c 'import platform; print(platform.python_version())') (make clean, then make PYTHON=... to build it with another)"; \
+	else \
+	    py=$$(bash scripts/find-python.sh $(PYTHON)) && \
+	    echo "creating $(VENV) with $$py (Python $$($$py -c 'import platform; print(platform.python_version())'))" && \
+	    $$py -m venv $(VENV); \
+	fi
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@# setuptools notes every editable install whose package folder has another name
+	@# (cli/ is installed as vicmae_cli) with a warning-styled "Editable installation."
+	@# message; it is information only, and hidden so that real warnings stand out.
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
 # Lint first (seconds): CI runs `make test`, so style and import errors stop a landing too.
@@ -40,18 +51,20 @@ lint: install
 demo: install
 	@bash scripts/demo.sh
 
-# Options pass through: make bench-loader ARGS="--workers 1,4,8,16"
+# Options pass through: make bench-loader ARGS="--workers 1,4,8,16". Figures go to the
+# ignored benchmarks/out/; UPDATE=1 replaces the committed ones in benchmarks/results/.
+BENCH_OUT := $(if $(UPDATE),--update-results,)
 bench-loader: install
-	$(PY) benchmarks/bench_loader.py $(ARGS)
+	$(PY) benchmarks/bench_loader.py $(BENCH_OUT) $(ARGS)
 
 bench-convert: install
-	$(PY) benchmarks/bench_convert.py $(ARGS)
+	$(PY) benchmarks/bench_convert.py $(BENCH_OUT) $(ARGS)
 
 # Needs a CUDA GPU: ViT-B/16 pretraining throughput, MFU and peak memory.
 bench-train-gpu: install
 	$(PY) benchmarks/bench_train_gpu.py $(BENCH_ARGS)
 
-# An offline bundle for GPU nodes without network (README: "GPU nodes without network").
+# An offline bundle for GPU nodes without network (docs/operations.md).
 # Needs network here and a CPython 3.12 (BUNDLE_PYTHON=...) to build ffcv's cp312 wheel.
 bundle: install
 	@bash scripts/bundle.sh

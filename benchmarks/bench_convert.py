@@ -20,7 +20,8 @@ Measures, in one run on one machine:
   loader videos/s, on generated footage that is as hard for encoders as camera footage
   (``--no-storage`` skips it; ``--storage-clips``, ``--storage-seconds`` size it).
 
-Writes ``benchmarks/results/convert.json``. Timings on a shared machine are noisy: rerun.
+Writes ``convert.json`` to ``benchmarks/out/`` (``--update-results``:
+``benchmarks/results/``). Timings on a shared machine are noisy: rerun.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from outputs import add_output_options, output_dir
 from PIL import Image
 from storage import make_footage, print_storage, storage_table
 
@@ -52,8 +54,6 @@ from vicmae_data.write.transcode import (
     target_size,
     webp_config,
 )
-
-RESULTS = Path(__file__).parent / "results" / "convert.json"
 
 
 def make_clips(root: Path, count: int, frames: int, height: int, width: int) -> None:
@@ -207,12 +207,13 @@ def main() -> None:
     parser.add_argument("--short-side", type=int, default=256)
     parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY)
     parser.add_argument("--method", type=int, default=DEFAULT_METHOD)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_output_options(parser)  # benchmarks/out/ unless --update-results
     parser.add_argument("--no-storage", action="store_true", help="skip the storage table")
     parser.add_argument("--storage-clips", type=int, default=6)
     parser.add_argument("--storage-seconds", type=float, default=4.0)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
+    args.out = output_dir(args) / "convert.json"
     settings = TranscodeSettings(
         short_side=args.short_side, quality=args.quality, method=args.method
     )

@@ -9,7 +9,8 @@ times, and prints the median and the fastest wall time: ``info FILE``, ``verify 
 file its time is work, not start-up; the small generated file keeps it to start-up. The
 modules each command imports are also counted: none of ffcv, torch, numba or OpenCV.
 
-Writes ``benchmarks/results/startup.json``. Timings on a shared machine are noisy: rerun.
+Writes ``startup.json`` to ``benchmarks/out/`` (``--update-results``:
+``benchmarks/results/``). Timings on a shared machine are noisy: rerun.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results" / "startup.json"
+from outputs import add_output_options, output_dir
+
 EXE = str(Path(sys.executable).parent / "vicmae-data")
 HEAVY = ("ffcv", "torch", "numba", "cv2")
 
@@ -67,7 +69,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("beton", nargs="?", type=Path, help="a .beton (default: generated)")
     parser.add_argument("--repeat", type=int, default=5)
+    add_output_options(parser)  # benchmarks/out/ unless --update-results
     args = parser.parse_args()
+    results = output_dir(args) / "startup.json"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         path = args.beton or sample_file(work)
@@ -88,7 +92,6 @@ def main() -> None:
     for name, row in rows.items():
         print(f"{name:<10} {row['median_s']:>9.2f} {row['min_s']:>10.2f}")
     print(f"heavy modules imported by info: {rows['info']['heavy_imports'] or 'none'}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "file_bytes": size,
         "repeat": args.repeat,
@@ -96,8 +99,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "load_average": os.getloadavg(),
     }
-    RESULTS.write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS}")
+    results.write_text(json.dumps(result, indent=2))
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ with 1/f texture, a camera that pans, zooms and rolls, moving objects, an evolvi
 and sensor noise: content encoders find as hard as camera footage, not flat colour),
 480x270 at 30 fps, encoded the way web video is: H.264 by libx264 at ffmpeg's defaults
 (CRF 23, preset medium). WebP finds this footage harder than real clips (about 2x the bytes
-per frame at q90 of the real Kinetics-style clips DESIGN.md measured), so the ratios to the
-source are pessimistic; the column ``est. real`` scales the measured ratio of real clips at
-the old defaults (2.99x at q90, native fps, short side 256; DESIGN.md, "Measured on main at
-the start of the second round") by each setting's bytes relative to that setting here.
+per frame at q90 of real Kinetics-style clips, measured by the developers on clips held out
+of the repository), so the ratios to the source are pessimistic; the column ``est. real``
+scales the ratio measured on those real clips at the old defaults (2.99x at q90, native
+fps, short side 256) by each setting's bytes relative to that setting here.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from vicmae_data.write.transcode import rgb_frame, target_size
 QUALITIES = (75, 80, 85, 90)
 FPS_CAPS = (None, 15.0)  # None: the source's rate (30 fps)
 SHORT_SIDES = (224, 256)
-REAL_RATIO_AT_OLD_DEFAULTS = 2.99  # DESIGN.md: real clips, q90, native fps, 256
+REAL_RATIO_AT_OLD_DEFAULTS = 2.99  # measured on held-out real clips: q90, native fps, 256
 OLD_DEFAULTS = (90, None, 256)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -125,6 +126,25 @@ def synth(
     console = Console()
     console.print(table)
     console.print(f"{len(summary.classes)} classes: {', '.join(summary.classes)}", highlight=False)
+    console.print("next, convert it (README: try it on the sample):", highlight=False)
+    for line in next_commands(layout, out, splits):
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+def next_commands(layout: str, out: Path, splits: tuple[str, ...]) -> list[str]:
+    """The `vicmae-data convert` line of every split just written, as a user types it:
+    ``--root`` only where it is not the default ``data/LAYOUT``; a layout without splits
+    (class folders) converts each split's class tree itself."""
+    lines = []
+    for split in splits:
+        if not get_layout(layout).splits:  # ROOT is the class tree: out/<split>/<class>/
+            where = f"--root {shlex.quote(str(out / split))}"
+        elif out == Path("data") / layout:
+            where = f"--split {split}"
+        else:
+            where = f"--root {shlex.quote(str(out))} --split {split}"
+        lines.append(f"vicmae-data convert {layout} {where} --out {split}.beton")
+    return lines
 
 
 def register(app: typer.Typer) -> None:

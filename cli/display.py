@@ -15,3 +15,13 @@ def clock(seconds: float) -> str:
     """``H:MM:SS``."""
     s = int(max(0.0, seconds))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def size(nbytes: float) -> str:
+    """``18.2 MiB``: bytes in the largest binary unit that keeps the figure >= 1."""
+    value, unit = float(nbytes), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"

@@ -15,7 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from vicmae_cli.display import clock, shown
+from vicmae_cli.display import clock, shown, size
 
 
 class ConvertProgressView:
@@ -33,6 +33,7 @@ class ConvertProgressView:
         self.base: tuple[float, int, int] | None = None  # (elapsed, done, frames) at start
         self.last_line = 0.0
         self.projected = False
+        self.encoded = False  # the line between encoding and writing was printed
 
     # After this many items (or seconds) of this run, the projected size of the whole file
     # is printed once, so that a user can stop before filling a disk.
@@ -42,6 +43,19 @@ class ConvertProgressView:
         if (p.phase, p.out) != self.phase:
             self._new_phase(p)
         self._project(p)
+        self._show(p)
+        if p.phase == "convert" and p.done >= p.total and not self.encoded:
+            # Before the first sample is written the writer loads ffcv (seconds; a minute
+            # on a busy machine): say so, rather than leave a silent gap after 100%.
+            self.encoded = True
+            (self.bar.console if self.bar is not None else self.console).print(
+                f"{time.strftime('%H:%M:%S')} all {p.total:,} items encoded "
+                f"({size(p.nbytes)} of frames); writing the .beton (loading the writer)...",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    def _show(self, p) -> None:
         assert self.base is not None
         # Rates count only this run's work, not the items resumed from the cache.
         seconds = max(p.elapsed - self.base[0], 1e-9)
@@ -74,14 +88,14 @@ class ConvertProgressView:
 
     def _project(self, p) -> None:
         assert self.base is not None
-        size = p.projected_bytes
+        projected = p.projected_bytes
         ran = p.done - self.base[1]
         ready = ran >= self.PROJECT_AFTER_ITEMS or p.elapsed - self.base[0] >= self.PROJECT_AFTER_S
-        if self.projected or size is None or not (ready or p.done >= p.total):
+        if self.projected or projected is None or not (ready or p.done >= p.total):
             return
         self.projected = True
         line = (
-            f"projected size of the .beton for all {p.total:,} items: ~{size / 2**30:.2f} GiB "
+            f"projected size of the .beton for all {p.total:,} items: ~{size(projected)} "
             f"(frames; from the first {p.done - p.skipped:,} converted)"
         )
         (self.bar.console if self.bar is not None else self.console).print(

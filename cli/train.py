@@ -187,6 +187,18 @@ def pretrain_cmd(
     epoch_N.pt with --keep), metrics.jsonl and tb/ in the run folder.
 
     Example: vicmae train pretrain --beton k400.beton --out runs/k400 --epochs 400
+
+    Try it on a sample (2 CPU cores, minutes; the README's sample block): a synthetic
+    Kinetics-style dataset, converted, pretrained with the tiny CPU config, probed, exported:
+
+    vicmae-data synth --layout kinetics400 --out data/kinetics400 --videos 64
+    vicmae-data convert kinetics400 --split train --out train.beton --short-side 64
+    vicmae-data convert kinetics400 --split val --out val.beton --short-side 64
+    vicmae train pretrain --config demo_cpu --beton train.beton --out runs/sample \\
+        --batch-size 32 --epochs 40
+    vicmae train linprobe --beton train.beton --val-beton val.beton \\
+        --checkpoint runs/sample/last.pt probe.cached=true
+    vicmae export timm --checkpoint runs/sample/last.pt --out vit.pth
     """
     from vicmae.jobs.pretrain import pretrain
 
@@ -194,15 +206,30 @@ def pretrain_cmd(
                  accum=accum, keep=keep, arch=arch, mask_ratio=mask_ratio)  # fmt: skip
     result = _job("pretrain", pretrain, config, args, flags, resume=resume, overwrite=overwrite,
                   allow_changes=allow_changes, print_config=print_config)  # fmt: skip
-    console.print(f"done: step {result.step}, checkpoint {result.checkpoint}", highlight=False)
+    if _main_rank():
+        console.print(
+            f"done: step {result.step}, checkpoint {result.checkpoint}",
+            highlight=False,
+            soft_wrap=True,  # one line whatever the path's length (logs, scripts)
+        )
+
+
+def _main_rank() -> bool:
+    """Whether this process prints the result: rank 0 under torchrun, or the only process
+    (the other ranks write no checkpoint and would print ``checkpoint None``)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _print_eval(name: str, result: dict[str, Any]) -> None:
+    if not _main_rank():
+        return
     parts = [f"top-1 {result['val_top1']:.2f}%"] if "val_top1" in result else []
     if "val_top5" in result:
         parts.append(f"top-5 {result['val_top5']:.2f}%")
     figures = "  ".join(parts) or "no validation set"
-    console.print(f"{name}: {figures}  ({result.get('out', '')})", highlight=False)
+    console.print(f"{name}: {figures}  ({result.get('out', '')})", highlight=False, soft_wrap=True)
 
 
 @train_app.command("linprobe")
@@ -287,12 +314,16 @@ def configs_cmd() -> None:
 
     Example: vicmae train pretrain --config demo_cpu --print-config
     """
+    from rich.table import Table
+
     from vicmae.config import builtin_configs
 
-    found = builtin_configs()
-    width = max((len(n) for n in found), default=0)
-    for name, about in found.items():
-        console.print(f"{name:<{width}}  {about}", highlight=False, soft_wrap=True)
+    table = Table.grid(padding=(0, 2))  # descriptions wrap under themselves, never cut
+    table.add_column(no_wrap=True)
+    table.add_column()
+    for name, about in builtin_configs().items():
+        table.add_row(name, about)
+    console.print(table, highlight=False)
 
 
 @export_app.command("timm")
@@ -308,6 +339,12 @@ def export_timm_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line instead of text."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+    with_head: bool = typer.Option(
+        False,
+        "--with-head",
+        help="Add a zero 1000-class classifier head (pretraining trains none), so that timm "
+        "loads the file strictly with num_classes=1000.",
+    ),
 ) -> None:
     """Write the encoder as a timm ViT state dict and print the timm call that loads it.
 
@@ -325,7 +362,7 @@ def export_timm_cmd(
     if out.exists() and not force:
         fail(f"{out} exists; pass --force to overwrite it")
     try:
-        info = export_timm(checkpoint, out, arch=arch)
+        info = export_timm(checkpoint, out, arch=arch, head_classes=1000 if with_head else None)
     except (KeyError, ValueError, RuntimeError) as exc:
         fail(f"{checkpoint}: cannot export ({exc})")
     if info["arch"] is None:

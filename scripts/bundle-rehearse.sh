@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=${BUNDLE_DIR:-bundle}
-NODE_PYTHON=${NODE_PYTHON:?set NODE_PYTHON to a node-like Python 3.12 (see README)}
+NODE_PYTHON=${NODE_PYTHON:?set NODE_PYTHON to a node-like Python 3.12 (see docs/operations.md)}
 RESULTS=${REHEARSAL_RESULTS:-build/bundle-rehearsal}
 
 [ -f "$BUNDLE/libs.tar.xz" ] || { echo "error: no bundle in $BUNDLE (make bundle)" >&2; exit 2; }

@@ -54,6 +54,6 @@ rnd = json.load(open(f"{out}/probe-random/result.json"))
 chance = 100 / pre["num_classes"]
 print(f"\ndemo finished in {seconds // 60} min {seconds % 60} s; {pre['num_classes']} classes, chance {chance:.0f}%")
 if pre["val_top1"] < rnd["val_top1"] + 15:
-    print("pretraining did NOT lift the probe 15 points over random init on this run (see README).")
+    print("pretraining did NOT lift the probe 15 points over random init on this run (see docs/demo.md).")
 print(f"linear probe top-1 on the val split: pretrained {pre['val_top1']:.1f}%  random init {rnd['val_top1']:.1f}%")
 PY

@@ -6,7 +6,7 @@ weights (issue 8 item 5). This runs the demo's own pipeline (scripts/demo.sh: `s
 vicmae/configs/demo_cpu.yaml, the cached Table 7 probe on the class token) on fewer clips.
 The same random encoder through the same probe solves the colour style, so the probe and
 the features work, and it is the texture data that holds random features near chance.
-The lift pretraining gives on this data is what `make demo` prints (README: three seeds).
+The lift pretraining gives on this data is what `make demo` prints (docs/demo.md: three seeds).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from vicmae.model.vicmae import ModelConfig, ViCMAE
 from vicmae.model.vit import ViTEncoder
 from vicmae_cli.train import app
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "export.md"
 runner = CliRunner()
 
 CFG = ModelConfig(
@@ -69,7 +69,7 @@ def _timm(file: Path, **kw) -> torch.nn.Module:
 def test_export_round_trip_equals_timm_features(trained_model: ViCMAE, tmp_path: Path) -> None:
     ckpt = _checkpoint(trained_model, tmp_path / "ckpt.pt")
     out = tmp_path / "vit.pth"
-    info = export_timm(ckpt, out)
+    info = export_timm(ckpt, out, head_classes=1000)  # --with-head: a strict load at 1000
     assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "vit.pth"]
     assert info["arch"] == "vit_pico_patch8" and info["head_classes"] == 1000
     assert info["img_size"] == 32
@@ -222,7 +222,7 @@ def test_export_refuses_to_overwrite_and_bad_pool(trained_model: ViCMAE, tmp_pat
 
 
 def test_standard_arch_call_and_the_readme_shows_it() -> None:
-    """A timm-named size needs no dimensions; the README prints exactly these lines."""
+    """A timm-named size needs no dimensions; docs/export.md prints exactly these lines."""
     cls = timm_create_call(timm_create_args("vit_base_patch16", "vit.pth", 224, "cls"))
     mean = timm_create_call(timm_create_args("vit_base_patch16", "vit.pth", 224, "mean"))
     assert cls == (
@@ -233,7 +233,7 @@ def test_standard_arch_call_and_the_readme_shows_it() -> None:
     large = timm_create_call(timm_create_args("vit_large_patch16", "vit.pth", 384, "cls"))
     assert large.startswith('timm.create_model("vit_large_patch16_224"')
     assert large.endswith('global_pool="token", img_size=384)') and "embed_dim" not in large
-    readme = README.read_text()
+    readme = GUIDE.read_text()
     assert cls in readme and mean in readme
 
 

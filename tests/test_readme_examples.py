@@ -1,15 +1,16 @@
-"""Every example in README.md and in every command's --help, checked so it cannot drift.
+"""Every example in README.md, in docs/*.md and in every command's --help, checked so it
+cannot drift.
 
 - Every command line of every ``bash``/``console`` block is parsed by the real command
   line interface (a ``vicmae-data``/``vicmae`` line as the app parses it, a ``torchrun``
   line's module arguments, a ``make`` line with ``make -n``), and so is every example in
   every ``--help``.
-- The blocks a 2-core machine can run are run, in that order, in one folder holding small
-  synthetic datasets under ``data/`` (``vicmae-data synth``): data preparation, the
-  held-out split, the Slurm job array, the loading snippet, training, export. Where the
-  README says, in the paragraph before a block, what to change on a small set or a CPU
-  (```A`` to ``B``` pairs, ``add ``X```), the test changes exactly that; it adds only
-  ``run.max_steps`` and a batch that fits the tiny data, to stay fast.
+- The blocks a 2-core machine can run are run, in one folder holding small synthetic
+  datasets under ``data/`` (``vicmae-data synth``): data preparation, the held-out split,
+  the Slurm job array, the loading snippet. Where the page says, in the paragraph before
+  a block, what to change on a small set or a CPU (```A`` to ``B``` pairs, ``add ``X```),
+  the test changes exactly that.
+- Every relative link between the pages, and every repository file they name, exists.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from vicmae_cli.train import app as train_app
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+# The guides the README points to: their examples are checked like the README's.
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 BIN = Path(sys.executable).parent
 APPS = {"vicmae-data": data_app, "vicmae": train_app}
 # Programs a README line may call that this test cannot check here (network, other hosts,
@@ -47,6 +50,11 @@ class Block:
     text: str
     before: str  # the paragraph just before the block: where it says what to scale
     line: int
+    page: str  # README.md or docs/NAME.md
+
+    @property
+    def where(self) -> str:
+        return f"{self.page} line {self.line}"
 
     def commands(self) -> list[str]:
         """Shell commands, continuation lines joined, comments and output lines dropped."""
@@ -67,19 +75,22 @@ class Block:
 
 
 def readme_blocks() -> list[Block]:
-    text = README.read_text()
+    """Every fenced block of README.md and of the guides in docs/."""
     blocks = []
     pattern = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
-    for match in pattern.finditer(text):
-        before = text[: match.start()].rstrip().rsplit("\n\n", 1)[-1]
-        line = text[: match.start()].count("\n") + 1
-        blocks.append(Block(match.group(1), match.group(2), before, line))
+    for page in PAGES:
+        text = page.read_text()
+        name = page.relative_to(REPO).as_posix()
+        for match in pattern.finditer(text):
+            before = text[: match.start()].rstrip().rsplit("\n\n", 1)[-1]
+            line = text[: match.start()].count("\n") + 1
+            blocks.append(Block(match.group(1), match.group(2), before, line, name))
     return blocks
 
 
 def block_with(marker: str) -> Block:
     found = [b for b in readme_blocks() if marker in b.text]
-    assert len(found) == 1, f"README: {len(found)} blocks hold {marker!r}"
+    assert len(found) == 1, f"README and docs: {len(found)} blocks hold {marker!r}"
     return found[0]
 
 
@@ -94,7 +105,7 @@ def scaling(block: Block) -> tuple[list[tuple[str, str]], list[str]]:
 def scaled(text: str, block: Block) -> str:
     pairs, _ = scaling(block)
     for old, new in pairs:
-        assert old in text, f"README line {block.line}: {old!r} is not in its block"
+        assert old in text, f"{block.where}: {old!r} is not in its block"
         text = text.replace(old, new)
     return text
 
@@ -151,17 +162,19 @@ def check_line(line: str, where: str) -> None:
 
 
 def test_every_readme_command_line_parses():
-    checked = 0
+    checked, pages = 0, set()
     for block in readme_blocks():
         if block.lang in ("bash", "console", "sh", ""):
             for line in block.commands():
-                check_line(line, f"README.md line {block.line}")
+                check_line(line, block.where)
                 checked += 1
+                pages.add(block.page)
         elif block.lang == "python":
             ast.parse(block.text)
         else:
-            raise AssertionError(f"README.md line {block.line}: a {block.lang!r} block")
+            raise AssertionError(f"{block.where}: a {block.lang!r} block")
     assert checked >= 15
+    assert "README.md" in pages and "docs/data.md" in pages  # the guides are read too
 
 
 def test_the_check_refuses_a_wrong_line():
@@ -291,3 +304,72 @@ def test_loading_snippet_runs(prepared):
         [sys.executable, "-c", code], cwd=prepared, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr
+
+
+# The sample block, smaller: the same commands on 12 clips a split, 2 epochs of batch 8.
+SAMPLE_SCALE = (("--videos 64", "--videos 12"), ("--epochs 40", "--epochs 2"),
+                ("--batch-size 32", "--batch-size 8"))  # fmt: skip
+
+
+def sample_block() -> Block:
+    block = block_with("vicmae-data synth --layout kinetics400 --out data/kinetics400")
+    assert block.page == "README.md"
+    return block
+
+
+def test_the_sample_block_is_in_pretrain_help():
+    """`vicmae train pretrain --help` shows the README's sample block, line for line."""
+    command = typer.main.get_command(train_app).commands["train"].commands["pretrain"]
+    helped = [" ".join(ln.split()) for ln in re.sub(r"\\\n", "", command.help).splitlines()]
+    sample = [" ".join(line.split()) for line in sample_block().commands()]
+    assert [ln.split()[0] for ln in sample] == ["vicmae-data"] * 3 + ["vicmae"] * 3
+    missing = [line for line in sample if line not in helped]
+    assert not missing, f"pretrain --help lacks the README's sample lines {missing}"
+
+
+@pytest.mark.slow
+def test_the_sample_block_runs_from_synth_to_export(tmp_path):
+    """A newcomer's first commands: synth, convert, pretrain, probe, export, with no error,
+    refusal or traceback (on fewer clips and steps than written, to stay fast)."""
+    block = sample_block()
+    text = block.text
+    for old, new in SAMPLE_SCALE:
+        assert old in text, f"{block.where}: {old!r} is not in the sample block"
+        text = text.replace(old, new)
+    output = run(text, tmp_path)
+    assert "Traceback" not in output and "error" not in output.lower(), output
+    assert "next, convert it" in output and "--split val --out val.beton" in output
+    assert (tmp_path / "runs/sample/linprobe/result.json").is_file()
+    assert "timm.create_model(" in output and (tmp_path / "vit.pth").is_file()
+
+
+# --- the pages' links and the files they name -----------------------------------------------
+
+
+def test_every_link_and_named_file_exists():
+    """A newcomer follows the README's map into docs/: every relative link must land on a
+    page (and heading) that exists, and every repository file a page names in backticks
+    must be in the repository (no notes only the developers have)."""
+    tops = {p.name for p in REPO.iterdir() if not p.name.startswith(".")}
+    checked = 0
+    for page in PAGES:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"\w+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            assert dest.is_file(), f"{page.name}: link to {target}, no such file"
+            if anchor:
+                heads = re.findall(r"^#+ (.*)$", dest.read_text(), re.M)
+                slugs = {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
+                assert anchor in slugs, f"{page.name}: link to {target}, no such heading"
+            checked += 1
+        # A file of another repository is linked to it, so it is not looked for here.
+        own = re.sub(r"\[[^\]]*\]\(\w+://[^)]*\)", "", text)
+        for name in re.findall(r"`([\w.\-]+(?:/[\w.\-*]+)+/?)`", own):
+            if name.split("/")[0] in tops and "*" not in name and not name.startswith("runs/"):
+                assert (REPO / name).exists(), f"{page.name}: names {name}, not in the repo"
+                checked += 1
+        assert "DESIGN.md" not in text, f"{page.name}: cites DESIGN.md, which users do not have"
+    assert checked >= 20

@@ -12,7 +12,7 @@ from vicmae.config import load_config, to_dict
 from vicmae.model.vicmae import ViCMAE
 
 CONFIGS = Path(__file__).resolve().parents[1] / "vicmae" / "configs"
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "training.md"
 RECIPES = ("paper", "paper_large", "authors", "authors_large")
 
 
@@ -25,7 +25,7 @@ def _flat(d: dict, where: str = "") -> dict[str, object]:
 
 
 def shown(v: object) -> str:
-    """A config value as the README's table writes it: [0.5, 1], 200, true, fp16."""
+    """A config value as docs/training.md's table writes it: [0.5, 1], 200, true, fp16."""
     if isinstance(v, list | tuple):
         return "[" + ", ".join(shown(x) for x in v) + "]"
     if isinstance(v, float) and v.is_integer():
@@ -99,7 +99,7 @@ def test_every_value_names_its_source_and_the_model_builds(name: str) -> None:
 def test_readme_table_lists_every_difference_with_both_values() -> None:
     paper, authors = _recipe("paper"), _recipe("authors")
     differ = {k for k in paper if paper[k] != authors[k]}
-    text = README.read_text()
+    text = GUIDE.read_text()
     table = text[text.index("| setting | `paper`") :]
     table = table[: table.index("\n\n")]
     rows = {}

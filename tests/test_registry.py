@@ -20,7 +20,7 @@ from vicmae_data.sources.layouts import DATASETS, SPLITS, LayoutError, list_item
 from vicmae_data.synth.dataset import LAYOUTS, synth_dataset
 
 runner = CliRunner()
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "data.md"
 
 
 def test_every_entry_is_complete():
@@ -66,8 +66,8 @@ def test_a_new_layout_is_one_entry(monkeypatch, tmp_path):
 
 
 def test_readme_block_of_the_newest_converters_runs(tmp_path, monkeypatch):
-    """The README's SSv2 and Places365 lines, run as written on their twins in data/."""
-    block = re.search(r"```bash\n(vicmae-data convert ssv2 .*?)```", README.read_text(), re.S)
+    """docs/data.md's SSv2 and Places365 lines, run as written on their twins in data/."""
+    block = re.search(r"```bash\n(vicmae-data convert ssv2 .*?)```", GUIDE.read_text(), re.S)
     lines = block.group(1).strip().splitlines()
     assert [shlex.split(line)[2] for line in lines] == ["ssv2", "places365"]
     synth_dataset("ssv2", tmp_path / "data" / "ssv2", videos=2)

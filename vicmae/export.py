@@ -18,11 +18,13 @@ encoder's features from the file, e.g. for a ViT-B/16 pretrained at 224::
   At another ``img_size`` timm resamples the position table bicubically on load, exactly
   as this project's encoder does (``vicmae.model.pos_embed``), so the features agree.
 
-timm loads strictly when the model's ``num_classes`` equals the pretrained config's (1000
-for ``vit_*_224``), so by default the file carries a zero classifier ``head`` of 1000
-classes: it holds no pretrained information (MAE also starts fine-tuning from a ~zero
-head). With any other ``num_classes`` (0 for features only) timm drops it and loads the
-encoder non-strictly; ``head_classes=None`` omits it.
+The file holds the encoder alone (no classifier: pretraining trains none). timm loads
+strictly only when the model's ``num_classes`` equals the pretrained config's (1000 for
+``vit_*_224``); with any other ``num_classes`` (0 for features only, or a new head's
+classes) it loads the encoder non-strictly and the head starts fresh. ``head_classes=1000``
+(``vicmae export timm --with-head``) adds a zero head of that size, for a strict load at
+``num_classes=1000``: it holds no pretrained information (MAE also starts fine-tuning from a
+~zero head).
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def export_timm(
     source: Any,
     out_path: str | os.PathLike,
     arch: str | None = None,
-    head_classes: int | None = 1000,
+    head_classes: int | None = None,
 ) -> dict[str, Any]:
     """Write the encoder of a ViC-MAE checkpoint as a timm ViT state dict.
 
@@ -95,8 +97,8 @@ def export_timm(
         out_path: file to write (atomically: a hidden temporary name, then a rename).
         arch: expected architecture (e.g. ``"vit_base_patch16"``); defaults to the
             checkpoint's ``config["model"]["arch"]``. Shapes are checked against it.
-        head_classes: size of the zero classifier head to include (see module docstring);
-            None for no head.
+        head_classes: size of a zero classifier head to include (see module docstring);
+            None (the default) for the encoder alone.
 
     Returns:
         A JSON-friendly summary: ``out``, ``arch``, ``embed_dim``, ``depth``, ``patch_size``,

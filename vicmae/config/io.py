@@ -197,17 +197,51 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def builtin_configs() -> dict[str, str]:
-    """Built-in config names -> their one-line description (the file's first comment)."""
+    """Built-in config names -> their description: the file's first comment lines, whole,
+    up to an indented example line (``#   vicmae train ...``) or the first other line."""
     out = {}
     for path in sorted(BUILTIN_CONFIGS.glob("*.yaml")):
-        first = next((ln for ln in path.read_text().splitlines() if ln.startswith("#")), "#")
-        out[path.stem] = first.lstrip("#").strip()
+        about = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("# ") or line.startswith("#  "):
+                break
+            about.append(line[2:].strip())
+        out[path.stem] = " ".join(about)
     return out
 
 
 def dump_yaml(cfg: Any) -> str:
     """The config as YAML text (what is printed at start and written beside the run)."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def config_summary(cfg: Any) -> str:
+    """The console's short account of a job's config: model, data, optimiser, and where the
+    whole of it is (``RUN/config.yaml``), e.g.::
+
+        config (all of it: runs/k400/config.yaml):
+          model  vit_base_patch16 at 224, mask ratio 0.5
+          data   k400.beton, in1k.beton:0.3
+          optim  adamw, batch 4096, 800 epochs (40 warm-up), base lr 0.00015
+    """
+    m, o, d = cfg.model, cfg.optim, cfg.data
+    if getattr(m, "checkpoint", None):  # an evaluation: the pretrained encoder
+        model = f"the encoder of {m.checkpoint}" + (" (random init)" if m.random_init else "")
+    else:
+        model = str(m.arch)
+    if d.resolution is not None or getattr(m, "img_size", None) is not None:
+        model += f" at {d.resolution or m.img_size}"
+    if getattr(m, "mask_ratio", None) is not None:
+        model += f", mask ratio {m.mask_ratio:g}"
+    data = ", ".join(d.betons) or "none"
+    if getattr(d, "val_beton", None):
+        data += f"; validation {d.val_beton}"
+    optim = (
+        f"{o.name}, batch {o.batch_size}, {o.epochs} epochs ({o.warmup_epochs:g} warm-up), "
+        f"base lr {o.base_lr:g}"
+    )
+    where = Path(cfg.run.out) / "config.yaml" if cfg.run.out else "the run folder's config.yaml"
+    return f"config (all of it: {where}):\n  model  {model}\n  data   {data}\n  optim  {optim}"
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any], where: str = "") -> list[tuple]:

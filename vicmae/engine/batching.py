@@ -179,6 +179,49 @@ def probe_step(
     return probe
 
 
+def batch_too_large(
+    optim: OptimConfig,
+    world_size: int,
+    path: str,
+    per_rank: list[int],
+    weights: list[float],
+    what: str | None = None,
+) -> ConfigError:
+    """The one-line error of a global batch larger than the data, in the trainer's terms.
+
+    ``per_rank``: each file's samples per device (the epoch-defining file first);
+    ``weights``: their mixing weights; ``what``: the data's size in words, when not
+    ``per_rank``'s first count. Names the flag and key, the global batch, the file's
+    share of one device's batch and the largest global batch that fits, e.g.
+    ``k400.beton: 24 samples is fewer than one optimiser step's batch: --batch-size
+    (optim.batch_size) 4096 is 4096 per device on 1 device; use --batch-size 24 or less``.
+    """
+    from vicmae_data.load.loader import split_batch
+
+    per_device = optim.batch_size // world_size
+    shares = split_batch(per_device, weights)
+    k = next((i for i, (s, n) in enumerate(zip(shares, per_rank, strict=True)) if s > n), 0)
+    fits = next(
+        (
+            b
+            for b in range(min(per_device, sum(per_rank)), len(weights) - 1, -1)
+            if all(s <= n for s, n in zip(split_batch(b, weights), per_rank, strict=True))
+        ),
+        None,
+    )
+    on = f" per device ({world_size} devices)" if world_size > 1 else ""
+    samples = what or f"{per_rank[k]} samples{on}"
+    share = "one optimiser step's batch"
+    if len(weights) > 1:
+        share = f"its share of one optimiser step's batch ({shares[k]} of {per_device})"
+    devices = f"{world_size} device{'s' if world_size > 1 else ''}"
+    hint = f"use --batch-size {fits * world_size} or less" if fits else "use fewer devices"
+    return ConfigError(
+        f"{path}: {samples} is fewer than {share}: --batch-size (optim.batch_size) "
+        f"{optim.batch_size} is {per_device} per device on {devices}; {hint}"
+    )
+
+
 def largest_passing(cands: list[int], ok: Callable[[int], bool]) -> int:
     """The largest of the sorted ``cands`` for which ``ok`` holds, by binary search (``ok``
     holds up to some size, then fails); ``cands[0]`` when none passes."""

@@ -11,13 +11,18 @@ Every job writes the same folder::
     RUN/tb/              TensorBoard events
     RUN/result.json      an evaluation's final figures
 
-A folder that already holds a run is never written into by accident: starting a job there
-needs ``resume`` (continue it) or ``overwrite`` (replace its checkpoints and metrics).
+A folder counts as a run once its first checkpoint (or an evaluation's result) exists; it is
+never written into by accident: starting a job there needs ``resume`` (continue it) or
+``overwrite`` (replace its checkpoints and metrics). What a start that failed before its
+first checkpoint left (``config.yaml``, metrics, ``tb/``) is no run: the job removes it on
+its way out when it had logged no step, and a new start there replaces it, so the corrected
+command is never refused.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -28,11 +33,17 @@ from typing import Any
 from vicmae.engine.checkpoint import save_checkpoint
 from vicmae_data.atomic import atomic_open, atomic_path
 
+log = logging.getLogger("vicmae")
+
 LAST = "last.pt"
 BEST = "best.pt"
+METRICS = "metrics.jsonl"
 _EPOCH = re.compile(r"^epoch_(\d+)\.pt$")
-# What makes a folder a run (any one of them).
-RUN_MARKERS = ("config.yaml", "metrics.jsonl", LAST, BEST, "result.json")
+# What makes a folder a run (any one of them; epoch_NNNN.pt too): a state to resume or a result.
+RUN_MARKERS = (LAST, BEST, "result.json")
+# What a job writes before its first checkpoint: not a run on its own.
+START_FILES = ("config.yaml", METRICS)
+START_DIRS = ("tb", "plots")
 
 
 class RunFolderError(ValueError):
@@ -65,10 +76,38 @@ def guard_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 def clear_run_dir(run_dir: Path) -> None:
-    """Remove a run's checkpoints, metrics and results (``--overwrite``); nothing else."""
-    for name in run_files(run_dir):
+    """Before a new run: remove a run's checkpoints, metrics and results (``--overwrite``),
+    or what a start that failed before its first checkpoint left; nothing else."""
+    if not run_dir.is_dir():
+        return
+    ran = run_files(run_dir)
+    left = [n for n in (*START_FILES, *START_DIRS) if (run_dir / n).exists()]
+    if left and not ran:
+        log.warning("%s: replacing what a start with no checkpoint left (%s)", run_dir,
+                    ", ".join(left))  # fmt: skip
+    for name in ran:
         (run_dir / name).unlink(missing_ok=True)
-    for sub in ("tb", "plots"):
+    _remove_start_files(run_dir)
+
+
+def undo_failed_start(run_dir: Path, made_dir: bool) -> None:
+    """After a job failed before its first step: remove what its start wrote, and the folder
+    itself when the start made it and nothing else is in it. A folder with a checkpoint or a
+    logged step is left as it is (the record of what happened)."""
+    metrics = run_dir / METRICS
+    if not run_dir.is_dir() or run_files(run_dir):
+        return
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        return
+    _remove_start_files(run_dir)
+    if made_dir and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
+def _remove_start_files(run_dir: Path) -> None:
+    for name in START_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for sub in START_DIRS:
         shutil.rmtree(run_dir / sub, ignore_errors=True)
 
 

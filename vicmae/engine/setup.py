@@ -27,12 +27,14 @@ from vicmae.config import (
     ConfigError,
     JobConfig,
     LoaderConfig,
+    config_summary,
     dump_yaml,
     loader_paths,
+    parse_beton,
     resume_differences,
 )
 from vicmae.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
-from vicmae.engine.batching import accumulation, choose_micro_batch
+from vicmae.engine.batching import accumulation, batch_too_large, choose_micro_batch
 from vicmae.engine.checkpoint import load_checkpoint, set_rng_state
 from vicmae.engine.run_folder import (
     RunFolderError,
@@ -40,6 +42,7 @@ from vicmae.engine.run_folder import (
     find_checkpoint,
     guard_run_dir,
     truncate_metrics,
+    undo_failed_start,
 )
 from vicmae_data.atomic import write_text_atomic
 
@@ -99,8 +102,12 @@ class Run:
         resolution: int,
         drop_last: bool = True,
     ) -> Any:
-        """``make_loader`` with this run's ranks, seed and data settings."""
+        """``make_loader`` with this run's ranks, seed and data settings.
+
+        ``drop_last`` marks a training loader of micro-batches: data too small for one
+        optimiser step (``optim.batch_size``) is refused in the trainer's terms."""
         from vicmae_data import make_loader
+        from vicmae_data.load.loader import BatchTooLargeError
 
         d: LoaderConfig = self.cfg.data
         paths = loader_paths(tuple(betons)) if isinstance(betons, list | tuple) else betons
@@ -108,20 +115,42 @@ class Run:
         if self.info.distributed:
             dist_kw |= {"distributed": True, "rank": self.info.rank}
             dist_kw["world_size"] = self.info.world_size
-        return make_loader(
-            paths, batch_size, num_workers=d.num_workers, sampling=d.sampling, delta=d.delta,
-            num_views=num_views, resolution=resolution, seed=self.cfg.run.seed,
-            memory=d.memory, drop_last=drop_last, train=train, video_scale=d.video_scale,
-            image_scale=d.image_scale, **dist_kw,
-        )  # fmt: skip
+        try:
+            loader = make_loader(
+                paths, batch_size, num_workers=d.num_workers, sampling=d.sampling,
+                delta=d.delta, num_views=num_views, resolution=resolution,
+                seed=self.cfg.run.seed, memory=d.memory, drop_last=drop_last, train=train,
+                video_scale=d.video_scale, image_scale=d.image_scale, **dist_kw,
+            )  # fmt: skip
+        except BatchTooLargeError as exc:
+            if not drop_last:
+                raise
+            raise batch_too_large(
+                self.cfg.optim, self.info.world_size, exc.path, exc.per_rank, exc.weights
+            ) from None
+        used = len(loader) * batch_size  # the samples one epoch gives each device
+        if drop_last and used < self.cfg.optim.batch_size // self.info.world_size:
+            first = parse_beton(betons if isinstance(betons, str) else betons[0])[0]
+            what = f"an epoch of {len(loader)} batch(es) of {batch_size} per device"
+            raise batch_too_large(self.cfg.optim, self.info.world_size, first, [used], [1.0], what)
+        return loader
+
+    def __post_init__(self) -> None:
+        # Whether this start makes the run folder: a failed start then removes it again.
+        self._made_dir = not self.dir.exists()
 
     def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        """Leave the process group this run joined, so the process exits cleanly."""
-        if self.owns_group:
-            teardown_distributed()
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        """Undo a start that failed before its first step (the corrected command must not
+        find a run there), and leave the process group this run joined."""
+        try:
+            if exc_type is not None and self.info.is_main:
+                undo_failed_start(self.dir, self._made_dir)
+        finally:
+            if self.owns_group:
+                teardown_distributed()
 
     def write_config(self) -> None:
         if self.info.is_main:
@@ -172,7 +201,7 @@ def start_run(
             raise RunFolderError(f"--resume: the ranks found different checkpoints: {steps}")
     barrier()  # every rank has checked the folder before rank 0 writes into it
     if info.is_main:
-        if overwrite and not resuming:
+        if not resuming:  # --overwrite, or what a failed start left: no run (guarded above)
             clear_run_dir(run_dir)
         if resuming:
             truncate_metrics(run_dir / "metrics.jsonl", int(state["step"]) if state else 0)
@@ -184,11 +213,12 @@ def start_run(
     barrier()
     seed_everything(cfg.run.seed + info.rank)  # each rank draws its own masks and augmentations
     if info.is_main:
-        log.info("config:\n%s", dump_yaml(cfg).rstrip())
-        if cfg.optim.warmup_epochs > cfg.optim.epochs:
+        log.info("%s", config_summary(cfg))  # the whole config: RUN/config.yaml
+        if cfg.optim.warmup_epochs >= cfg.optim.epochs:
             log.warning(
-                "optim.warmup_epochs=%g is longer than the run (optim.epochs=%d): the lr "
-                "never reaches its peak", cfg.optim.warmup_epochs, cfg.optim.epochs,
+                "optim.warmup_epochs=%g is as long as the run (optim.epochs=%d): the lr only "
+                "rises, it never decays; set optim.warmup_epochs below it (the recipes warm "
+                "up for 5-11%% of the run)", cfg.optim.warmup_epochs, cfg.optim.epochs,
             )  # fmt: skip
     return run
 

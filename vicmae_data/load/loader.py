@@ -319,6 +319,19 @@ def _label_offsets(paths: Sequence[str], relabel: str | Sequence[int]) -> tuple[
     return offsets
 
 
+class BatchTooLargeError(ValueError):
+    """A batch larger than what a rank holds of a file. ``per_rank``: each file's samples
+    per rank; ``weights``: the mixing weights; ``fits``: the largest ``batch_size`` that
+    fits (None: none does). The trainer rephrases it in its own settings' names."""
+
+    def __init__(
+        self, message: str, *, path: str, per_rank: list[int], weights: list[float],
+        fits: int | None,
+    ) -> None:  # fmt: skip
+        super().__init__(message)
+        self.path, self.per_rank, self.weights, self.fits = path, per_rank, weights, fits
+
+
 def _check_batch_fits(
     loaders: Sequence[FileLoader],
     batch_size: int,
@@ -341,9 +354,10 @@ def _check_batch_fits(
     share = f"its share of the batch ({loaders[k].batch_size} of {batch_size})"
     ranks = f" per rank ({world_size} ranks)" if world_size > 1 else ""
     hint = f"use batch_size={fits} or less" if fits else "use fewer ranks or more data"
-    raise ValueError(
-        f"{loaders[k].fname}: {per_rank[k]} samples{ranks} is fewer than {share}; {hint}"
-    )
+    raise BatchTooLargeError(
+        f"{loaders[k].fname}: {per_rank[k]} samples{ranks} is fewer than {share}; {hint}",
+        path=str(loaders[k].fname), per_rank=per_rank, weights=list(weights), fits=fits,
+    )  # fmt: skip
 
 
 def sample_params(
