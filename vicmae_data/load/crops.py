@@ -52,7 +52,8 @@ PLAN_SAMPLER, PLAN_ARGS = 0, 1
 PLAN_TRAIN = PLAN_ARGS + NUM_ARGS  # 1: random crops and flips; 0: deterministic views
 PLAN_CLIP = PLAN_TRAIN + 1  # 1: one crop and flip for every view (a clip's frames)
 PLAN_VIEW, PLAN_VIEWS = PLAN_CLIP + 1, PLAN_CLIP + 2  # spatial view j of J (evaluation)
-PLAN_WORDS = PLAN_VIEWS + 1
+PLAN_FLIP = PLAN_VIEWS + 1  # 1: training flips (p 0.5); 0: never (SSv2's "left to right")
+PLAN_WORDS = PLAN_FLIP + 1
 SPATIAL_VIEWS = (1, 3)  # mae_st's spatial_sampling: one centre crop, or 3 covering the long side
 
 _call_sampler = c_function(types.int32, *([types.int64] * 5))
@@ -65,14 +66,16 @@ def view_plan(
     delta: int = 8,
     clip_stride: int = 4,
     test_view: tuple[int, int, int, int] | None = None,
+    flip: bool = True,
 ) -> np.ndarray:
     """The plan a decoder hands its kernels: which sampler, its arguments, which crops.
 
     ``sampling`` names an entry of :data:`~vicmae_data.load.samplers.SAMPLERS`; with
     ``train=False`` its ``evaluation`` entry draws the frames. ``test_view=(k, K, j, J)``
     (clips, evaluation only): temporal view ``k`` of ``K`` and spatial view ``j`` of ``J``;
-    ``None`` is ``(0, 1, 0, 1)``, the centre clip and the centre crop. Only valid in this
-    process (it holds a function address).
+    ``None`` is ``(0, 1, 0, 1)``, the centre clip and the centre crop. ``flip=False``: no
+    horizontal flip in training (the flip is still drawn, so every other draw stays the
+    same). Only valid in this process (it holds a function address).
     """
     sampler = SAMPLERS.get(sampling)
     if sampler is None:
@@ -80,7 +83,9 @@ def view_plan(
     if delta < 0 or clip_stride < 1:
         raise ValueError(f"delta must be >= 0 and clip_stride >= 1, not {delta}, {clip_stride}")
     if test_view is not None and (train or not sampler.clip):
-        raise ValueError("test_view=(k, K, j, J) needs sampling='clip' and train=False")
+        raise ValueError(
+            "test_view=(k, K, j, J) needs sampling='clip' and train=False (or 'segment')"
+        )
     k, K, j, J = (-1, 1, 0, 1) if train else tuple(test_view or (0, 1, 0, 1))
     if not train and not (0 <= k < K and 0 <= j < J and J in SPATIAL_VIEWS):
         raise ValueError(
@@ -94,6 +99,7 @@ def view_plan(
     args[ARG_DELTA], args[ARG_STRIDE], args[ARG_INDEX], args[ARG_COUNT] = delta, clip_stride, k, K
     plan[PLAN_TRAIN], plan[PLAN_CLIP] = int(train), int(sampler.clip)
     plan[PLAN_VIEW], plan[PLAN_VIEWS] = j, J
+    plan[PLAN_FLIP] = int(flip)
     return plan
 
 
@@ -226,14 +232,15 @@ def draw_view_params(
     lo = settings[2] if T == 1 else settings[0]
     hi = settings[3] if T == 1 else settings[1]
     flip = 0
+    flips = plan[PLAN_FLIP] != 0
     for v in range(V):
         if train and clip:
             if v == 0:  # one crop and one flip for the whole clip
                 random_box(H, W, lo, hi, settings[4], settings[5], rng, box)
-                flip = 1 if rng_uniform(rng) < 0.5 else 0
+                flip = 1 if rng_uniform(rng) < 0.5 and flips else 0
         elif train:
             random_resized_crop(H, W, lo, hi, settings[4], settings[5], rng, box)
-            flip = 1 if rng_uniform(rng) < 0.5 else 0
+            flip = 1 if rng_uniform(rng) < 0.5 and flips else 0
         elif clip and plan[PLAN_VIEWS] == 3:
             uniform_crop(H, W, min(H, W), plan[PLAN_VIEW], box)
         elif clip:  # one spatial view: mae_st's centre crop of 224 from a short side of 256

@@ -77,6 +77,8 @@ class WebPFramesDecoder(Operation):
         clip_stride: ``"clip"``: the window is ``num_views * clip_stride`` stored frames.
         test_view: ``"clip"`` with ``train=False``: ``(k, K, j, J)``, temporal view ``k`` of
             ``K`` and spatial view ``j`` of ``J`` (:func:`~vicmae_data.load.crops.view_plan`).
+        flip: ``False``: never flip in training (Something-Something v2, whose labels say
+            "left to right").
         check_crc: check each sample's CRC32 before decoding it.
         rows: the samples the loader reads (default: all); buffers are sized from them.
     """
@@ -98,13 +100,15 @@ class WebPFramesDecoder(Operation):
         test_view: tuple[int, int, int, int] | None = None,
         check_crc: bool = False,
         rows: np.ndarray | None = None,
+        flip: bool = True,
     ) -> None:
         super().__init__()
         if num_views < 1 or resolution < 1 or delta < 0:
             raise ValueError("num_views and resolution must be >= 1 and delta >= 0")
         self.plan = view_plan(
-            sampling, train=train, delta=delta, clip_stride=clip_stride, test_view=test_view
-        )
+            sampling, train=train, delta=delta, clip_stride=clip_stride, test_view=test_view,
+            flip=flip,
+        )  # fmt: skip
         self.sampling = sampling
         self.num_views = int(num_views)
         self.resolution = int(resolution)

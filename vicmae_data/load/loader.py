@@ -118,6 +118,7 @@ def make_loader(
     relabel: str | Sequence[int] = "auto",
     mix: str = "weights",
     check_crc: bool = False,
+    flip: bool = True,
 ) -> VicmaeLoader:
     """Build the loader over one .beton or a mix of several.
 
@@ -130,7 +131,10 @@ def make_loader(
     ``(B, T, 3, R, R)``, the clip's frames in time order in the slot of the pair sampling's
     views (a video model permutes it to ``(B, 3, T, R, R)`` itself). ``video_scale`` and
     ``ratio`` default to the paper's pair crops ((0.5, 1), (3/4, 4/3)) and, for clips, to
-    ST-MAE's fine-tuning crops ((0.08, 1), (0.75, 1.3333)).
+    ST-MAE's fine-tuning crops ((0.08, 1), (0.75, 1.3333)). ``"segment"`` is a clip too:
+    one frame from each of ``clip_frames`` equal segments of the whole video (VideoMAE's
+    Something-Something v2 sampling, :func:`~vicmae_data.load.samplers.segment`).
+    ``flip=False`` never flips (VideoMAE on SSv2, whose labels say "left to right").
 
     ``train=False`` gives deterministic views: centre frame(s), centre crop, no flip; for
     clips ``test_view=(k, K, j, J)`` picks temporal view ``k`` of ``K`` evenly spaced clips
@@ -238,6 +242,7 @@ def make_loader(
             clip_stride=clip_stride,
             test_view=test_view,
             check_crc=check_crc,
+            flip=flip,
             rows=good,
         )
         pipelines = {

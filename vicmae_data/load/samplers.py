@@ -21,6 +21,9 @@ Samplers write ``n`` frame indices into ``out`` (int32 or int64, length >= n):
 - :func:`clip`: ``n`` frames spread over a window of ``n * stride`` stored frames (a 16 x 4
   clip), at a random start for training or at the start of temporal view ``k`` of ``K``
   for testing, the rules of ST-MAE's loader (see its docstring).
+- :func:`segment`: one frame from each of ``n`` equal segments of the whole video (TSN's
+  segment-based sampling, as VideoMAE samples Something-Something v2), at a random place in
+  each segment for training or at offset ``k / K`` of each segment for test view ``k``.
 
 The loader finds a sampler by name in :data:`SAMPLERS` (a :class:`Sampler` per entry). Each
 entry's compiled code is reached through a C entry point of one signature whose address the
@@ -140,6 +143,32 @@ def clip(T: int, n: int, stride: int, k: int, K: int, out: np.ndarray, rng: np.n
         out[i] = min(max(int(x), 0), T - 1)  # x >= 0: int() truncates, as .long()
 
 
+@njit(cache=True)
+def segment(T: int, n: int, k: int, K: int, out: np.ndarray, rng: np.ndarray) -> None:
+    """One frame from each of ``n`` equal segments of ``[0, T)``, as VideoMAE samples SSv2.
+
+    MCG-NJU/VideoMAE ``ssv2.py`` ``loadvideo_decord`` (``num_segment`` = the clip's 16
+    frames, ``clip_len`` 1). Training (``k < 0``): segments of ``T // n`` frames, frame
+    ``i * (T // n) + randint(T // n)`` (the last ``T % n`` frames are never drawn, as
+    there); a video shorter than ``n`` frames, where VideoMAE takes frame 0 ``n`` times,
+    gets :func:`distant`'s segments instead. Test view ``k`` of ``K``: frame
+    ``floor(T * (K * i + k) / (K * n))`` of segment ``i``: for VideoMAE's ``K = 2`` the
+    segment starts ``int(tick * i)`` (view 0) and centres ``int(tick / 2 + tick * i)``
+    (view 1), ``tick = T / n``; other ``K`` spread the views evenly through each segment
+    the same way (VideoMAE's ``temporal_start::2`` supports only 2).
+    """
+    if k >= 0:
+        for i in range(n):
+            out[i] = min((T * (K * i + k)) // (K * n), T - 1)
+        return
+    seg = T // n
+    if seg == 0:
+        distant(T, n, out, rng)
+        return
+    for i in range(n):
+        out[i] = i * seg + rng_int(rng, seg)
+
+
 # --- the registry ----------------------------------------------------------------------
 
 # Every sampler's C entry point: (T, n, args, out, rng) -> 0, where ``args`` is int64[4]
@@ -181,6 +210,13 @@ def _clip_entry(T, n, args, out, rng):
     return 0
 
 
+@cfunc(ENTRY_SIGNATURE, cache=True)
+def _segment_entry(T, n, args, out, rng):
+    a = carray(args, NUM_ARGS)
+    segment(T, n, a[ARG_INDEX], a[ARG_COUNT], carray(out, n), carray(rng, 1))
+    return 0
+
+
 @dataclass(frozen=True)
 class Sampler:
     """One entry of :data:`SAMPLERS`.
@@ -213,5 +249,6 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("continuous", _continuous_entry, "center", False, "frames within delta"),
         Sampler("center", _center_entry, "center", False, "the middle frame of each segment"),
         Sampler("clip", _clip_entry, "clip", True, "T frames at stride s, one crop"),
+        Sampler("segment", _segment_entry, "segment", True, "a frame from each of T segments"),
     )
 }
