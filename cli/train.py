@@ -3,7 +3,8 @@
 Every command collects its options, lets the library build the config
 (`vicmae.config.cli.job_config`: one parser for the three jobs) and calls one library
 function (`vicmae.jobs.pretrain.pretrain`, `vicmae.jobs.linprobe.linprobe`,
-`vicmae.jobs.finetune.finetune`, `vicmae.export.export_timm`, `vicmae.plot.plot_run`).
+`vicmae.jobs.finetune.finetune`, `vicmae.jobs.evaluate.evaluate`, `vicmae.export.export_timm`,
+`vicmae.plot.plot_run`).
 Errors are one line; a job stopped by SIGTERM/SIGUSR1 saves `last.pt` and exits with status
 75 (requeue me).
 """
@@ -229,6 +230,9 @@ def _print_eval(name: str, result: dict[str, Any]) -> None:
     if "val_top5" in result:
         parts.append(f"top-5 {result['val_top5']:.2f}%")
     figures = "  ".join(parts) or "no validation set"
+    if "test_top1" in result:  # the video model's K x J test (paper section 4)
+        k, j = result["test_views"]
+        figures += f"; {k} x {j} views: top-1 {result['test_top1']:.2f}%"
     console.print(f"{name}: {figures}  ({result.get('out', '')})", highlight=False, soft_wrap=True)
 
 
@@ -380,6 +384,64 @@ def export_timm_cmd(
             f"pretrained at {info['img_size']}"
         )
         typer.echo(timm_create_call(args))
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="A fine-tune (or linear-probe) checkpoint in its run folder."
+    ),
+    beton: Path = typer.Option(..., "--beton", "-b", help="The labelled .beton to score."),
+    clips: int | None = typer.Option(
+        None, "--clips", help="Temporal clips per video, K (default: the run's test.clips)."
+    ),
+    crops: int | None = typer.Option(
+        None, "--crops", help="Spatial crops per clip, 1 or 3 (default: the run's test.crops)."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", help="Samples per forward."),
+    workers: int = typer.Option(2, "--workers", help="Loader threads (data.num_workers)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="JSON file (default: RUN/eval_<beton name>.json)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+) -> None:
+    """Score a fine-tuned model on a .beton: K x 3 multi-view testing for video (section 4).
+
+    The softmax of every view of a video is averaged; top-1, top-5 and mean per-class
+    accuracy per video are printed and written as JSON. An image model sees the centre
+    crop. Under torchrun every rank scores its share.
+
+    Example: vicmae eval --checkpoint runs/ft/last.pt --beton val.beton --clips 7 --crops 3
+    """
+    from vicmae.config import ConfigError
+    from vicmae.engine.checkpoint import CheckpointError
+    from vicmae.engine.run_folder import write_json
+    from vicmae.jobs.evaluate import evaluate
+
+    if not checkpoint.is_file():
+        fail(f"{checkpoint}: no such checkpoint")
+    _check_betons([str(beton)])
+    out = out or checkpoint.parent / f"eval_{beton.stem}.json"
+    if out.exists() and not force:
+        fail(f"{out} exists; pass --force to overwrite it (or --out another file)")
+    _setup_logging()
+    try:
+        result = evaluate(checkpoint, beton, clips=clips, crops=crops, batch_size=batch_size,
+                          num_workers=workers)  # fmt: skip
+    except (ValueError, FileNotFoundError, CheckpointError, ConfigError) as exc:
+        fail(str(exc))
+    if not _main_rank():
+        return
+    write_json(out, result)
+    k, j = result["views"]
+    parts = [f"top-1 {result['test_top1']:.2f}%"]
+    if "test_top5" in result:
+        parts.append(f"top-5 {result['test_top5']:.2f}%")
+    parts.append(f"mean per-class {result['test_mean_class_acc']:.2f}%")
+    console.print(
+        f"eval: {'  '.join(parts)}  ({k} x {j} views, {result['test_samples']} samples; {out})",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
 
 
 @app.command("plot")

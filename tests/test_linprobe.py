@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -136,11 +137,12 @@ def test_finetune_learns_position_embeddings_and_is_a_run(data, tmp_path):
     res = runner.invoke(
         app,
         ["train", "finetune", "-b", str(beton), "--val-beton", str(beton), "--checkpoint",
-         str(ckpt), "--out", str(out), *SHORT, "augment.test_views=2", "optim.base_lr=1e-2"],
+         str(ckpt), "--out", str(out), *SHORT, "optim.base_lr=1e-2"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     result = json.loads((out / "result.json").read_text())
-    assert result["val_samples"] == 32 and result["test_views"] == 2
+    assert result["val_samples"] == 32 and result["test_views"] == [1, 1]
+    assert "test_top1" not in result  # images: the centre crop only, no K x J test
     assert result["val_mean_class_acc"] == pytest.approx(result["val_top1"])  # balanced
     assert "val_top5" not in result
     state = load_checkpoint(out / "last.pt")["model"]
@@ -172,15 +174,18 @@ def test_layer_decay_groups_follow_maes_rule():
 
 def test_finetune_augmentations_are_timms_and_draw_per_sample():
     torch.manual_seed(0)
-    loss = FinetuneLoss(AugmentConfig(), num_classes=4, res=32, device=torch.device("cpu"))
+    loss = FinetuneLoss(AugmentConfig(), num_classes=4, device=torch.device("cpu"), clips=False)
     m = loss.mixup
     assert (m.mixup_alpha, m.cutmix_alpha, m.switch_prob) == (0.8, 1.0, 0.5)
     assert m.label_smoothing == 0.1
     # RandAugment with magnitude noise, per sample: identical inputs come out different.
-    img = (torch.arange(3 * 32 * 32) % 251).reshape(3, 32, 32).to(torch.uint8)
-    out = loss._randaugment(img.expand(8, 3, 32, 32).contiguous())
-    assert out.shape == (8, 3, 32, 32) and out.dtype == torch.uint8
-    assert len({o.numpy().tobytes() for o in out}) > 4
+    from vicmae.engine.randaugment import ClipRandAugment
+
+    ra = ClipRandAugment(AugmentConfig().randaugment, 32)
+    img = (np.arange(32 * 32 * 3) % 251).reshape(1, 32, 32, 3).astype(np.uint8)
+    out = [ra(img, (0, 0, 0, i)) for i in range(8)]
+    assert out[0].shape == (1, 32, 32, 3) and out[0].dtype == np.uint8
+    assert len({o.tobytes() for o in out}) > 4
     # Random erasing on the normalised batch, on its device: p=1 erases in every sample.
     from timm.data.random_erasing import RandomErasing
 

@@ -52,6 +52,7 @@ from vicmae.config.jobs import (
     LinprobeConfig,
     LinprobeOptimConfig,
     LossConfig,
+    MultiViewConfig,
     ProbeConfig,
     TrainConfig,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "LoaderConfig",
     "LossConfig",
     "ModelConfig",
+    "MultiViewConfig",
     "OptimConfig",
     "PretrainRunConfig",
     "ProbeConfig",

@@ -5,7 +5,8 @@
 - :class:`LinprobeConfig`: ``model`` (:class:`EvalModelConfig`), ``optim`` (Table 7),
   ``probe``, ``data``, ``run``.
 - :class:`FinetuneConfig`: ``model`` (:class:`FinetuneModelConfig`), ``optim`` (Table 6),
-  ``augment`` (Table 6 and the authors' ``image_finetune.py``), ``data``, ``run``.
+  ``augment`` (Table 6 and the authors' ``image_finetune.py``), ``test`` (the video
+  model's K x J views, section 4), ``data``, ``run``.
 
 The sections they share are in :mod:`vicmae.config.sections`.
 """
@@ -106,6 +107,12 @@ class FinetuneModelConfig(EvalModelConfig):
     # Position embeddings learned while fine-tuning (the authors' models_vit.py is timm's
     # VisionTransformer, whose pos_embed is a parameter), starting from the sin-cos table.
     learn_pos_embed: bool = True
+    # Dropout before the head. Images: none (the authors' image_finetune.py, MAE). Video:
+    # mae_st main_finetune.py --dropout 0.5, FINETUNE.md 0.3 for ViT-L (the presets).
+    head_dropout: float = 0.0
+    # Frames per token of the video model (data.sampling clip or segment): mae_st
+    # main_finetune.py --t_patch_size 2 (vicmae/model/video_vit.py inflates the 2-D kernel).
+    tubelet: int = 2
 
 
 @dataclass(frozen=True)
@@ -141,9 +148,21 @@ class AugmentConfig:
     label_smoothing: float = 0.1  # Table 6
     reprob: float = 0.25  # random erasing probability, authors' script --reprob 0.25
     remode: Literal["pixel", "rand", "const"] = "pixel"  # authors' image_finetune.py default
-    # >1: average softmax over K passes of the validation set (pass 0 the centre view,
-    # passes k > 0 the training crops drawn for "epoch" k), matched by sample index.
-    test_views: int = 1
+    # Threads applying RandAugment to the next batch while the step trains (PIL releases
+    # the GIL); 0: data.num_workers.
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class MultiViewConfig:
+    """The video model's test after fine-tuning: every video seen as ``clips`` temporal clips
+    x ``crops`` spatial crops, the softmax averaged over all of them (paper section 4:
+    "K temporal clips (K = 7 on Kinetics) and for each clip ... 3 spatial views"). Per-epoch
+    validation takes one deterministic view (the centre clip, the centre crop); with more
+    than one view here the K x J test runs once more on the final weights."""
+
+    clips: int = 1  # K; the Kinetics presets: 7 (section 4); SSv2: 2 (VideoMAE)
+    crops: int = 1  # J: 1 (the centre) or 3 (start, centre, end of the long side)
 
 
 @dataclass(frozen=True)
@@ -153,6 +172,7 @@ class FinetuneConfig:
     model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig)
     optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    test: MultiViewConfig = field(default_factory=MultiViewConfig)
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

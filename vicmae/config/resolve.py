@@ -23,7 +23,13 @@ from vicmae.config.io import (
     read_yaml,
     to_dict,
 )
-from vicmae.config.jobs import FinetuneConfig, JobConfig, LinprobeConfig, TrainConfig
+from vicmae.config.jobs import (
+    JOB_CONFIGS,
+    FinetuneConfig,
+    JobConfig,
+    LinprobeConfig,
+    TrainConfig,
+)
 from vicmae.config.sections import RUN_CONTROL_KEYS
 from vicmae.model.vit import VIT_ARCHS
 
@@ -39,9 +45,22 @@ def load_config(
     """Defaults <- ``base`` dict <- YAML file ``path`` <- ``overrides``, checked and resolved."""
     data: dict[str, Any] = merge_overrides(base or {}, [])
     if path is not None:
-        data = _merge(data, read_yaml(path))
+        data = _merge(data, _job_file(path, cls))
     data = merge_overrides(data, list(overrides))
     return resolve(from_dict(cls, data))
+
+
+def _job_file(path: str | os.PathLike, cls: type) -> dict[str, Any]:
+    """A config file's mapping, without its optional top-level ``job:`` (the job it is
+    written for, e.g. the fine-tuning presets'), which must be ``cls``'s."""
+    data = read_yaml(path)
+    job = data.pop("job", None)
+    want = next((k for k, c in JOB_CONFIGS.items() if c is cls), None)
+    if job is not None and want is not None and job != want:
+        raise ConfigError(
+            f"{path} is a {job} config: use it with `vicmae train {job} --config {path}`"
+        )
+    return data
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -69,12 +88,50 @@ def resolve(cfg: T) -> T:
             raise ConfigError(f"model.arch: unknown {cfg.model.arch!r}; one of {sorted(VIT_ARCHS)}")
         if cfg.data.resolution is not None and cfg.model.arch is not None:
             check_resolution(cfg.data.resolution, cfg.model.arch, "data.resolution")
+    if isinstance(cfg, LinprobeConfig | FinetuneConfig):
+        _check_eval_data(cfg)
     if cfg.optim.layer_decay is not None and not isinstance(cfg, FinetuneConfig):
         raise ConfigError("optim.layer_decay applies to fine-tuning only; leave it null here")
     if cfg.run.out is None:
         cfg = replace(cfg, run=replace(cfg.run, out=default_out(cfg)))
     _check_common(cfg)
     return cfg
+
+
+CLIP_SAMPLERS = ("clip", "segment")  # data.sampling values that feed the video model
+
+
+def _check_eval_data(cfg: LinprobeConfig | FinetuneConfig) -> None:
+    """Clip settings (the video model) and the test views, checked before any work."""
+    d = cfg.data
+    clips = d.sampling in CLIP_SAMPLERS
+    if clips and not isinstance(cfg, FinetuneConfig):
+        raise ConfigError(
+            f"data.sampling={d.sampling} feeds the video model, which only fine-tuning builds; "
+            "the probe takes one frame per sample (data.sampling=distant)"
+        )
+    if d.clip_frames < 1 or d.clip_stride < 1:
+        raise ConfigError("data.clip_frames and data.clip_stride must be at least 1")
+    if not isinstance(cfg, FinetuneConfig):
+        return
+    m, t = cfg.model, cfg.test
+    if clips and (m.tubelet < 1 or d.clip_frames % m.tubelet):
+        raise ConfigError(
+            f"data.clip_frames={d.clip_frames} is not a multiple of model.tubelet={m.tubelet}"
+        )
+    if not 0 <= m.head_dropout < 1:
+        raise ConfigError(f"model.head_dropout={m.head_dropout} must be in [0, 1)")
+    if cfg.augment.threads < 0:
+        raise ConfigError(f"augment.threads={cfg.augment.threads} must not be negative")
+    if t.clips < 1 or t.crops not in (1, 3):
+        raise ConfigError(
+            f"test.clips must be >= 1 and test.crops 1 or 3, not {t.clips}, {t.crops}"
+        )
+    if t.clips * t.crops > 1 and not clips:
+        raise ConfigError(
+            f"test.clips={t.clips} x test.crops={t.crops} views need clips "
+            "(data.sampling=clip or segment); images are tested on the centre crop"
+        )
 
 
 def default_out(cfg: JobConfig) -> str:

@@ -73,8 +73,22 @@ class DataConfig(LoaderConfig):
 
 @dataclass(frozen=True)
 class EvalDataConfig(LoaderConfig):
-    """Evaluation data: training and validation files, RandomResizedCrop for training."""
+    """Evaluation data: training and validation files, RandomResizedCrop for training.
 
+    ``sampling``: one frame per sample (``distant`` with one view: a random frame of a
+    video, the image itself), or a clip for the video model (fine-tuning only): ``clip``,
+    ``clip_frames`` frames at ``clip_stride`` (ST-MAE's Kinetics clips), or ``segment``, one
+    frame from each of ``clip_frames`` segments (VideoMAE's Something-Something v2 clips).
+    """
+
+    sampling: Literal["distant", "continuous", "clip", "segment"] = "distant"
+    # Clips: facebookresearch/mae_st FINETUNE.md, --num_frames 16 --sampling_rate 4 (their
+    # Kinetics-400 ViT-L fine-tune); VideoMAE samples SSv2 as 16 segments (--num_frames 16).
+    clip_frames: int = 16
+    clip_stride: int = 4
+    # Horizontal flips in training. VideoMAE ssv2.py: none on Something-Something v2, whose
+    # labels say "left to right".
+    flip: bool = True
     val_beton: str | None = None  # validated after every epoch; None: no validation
     # torchvision's RandomResizedCrop default, which MAE's main_linprobe.py and timm's
     # create_transform (MAE's and the authors' fine-tuning transform) use.

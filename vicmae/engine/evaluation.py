@@ -266,7 +266,10 @@ class ClassifierEval:
     ``model_input`` turns a batch into what the model takes (:func:`image_input`, or
     :func:`clip_input` for the video model). Every rank evaluates its share; the softmax of
     each sample is averaged over its views by its index in the file (:class:`ViewAverager`),
-    so padding and ranks never count a sample twice.
+    so padding and ranks never count a sample twice. ``offset`` is added to the file's
+    labels (where its dataset's classes sit in the head:
+    :meth:`vicmae.engine.label_space.LabelSpace.offset_for`); ``prefix`` starts every key
+    (``"test_"`` for the final K x J test).
     """
 
     def __init__(
@@ -277,9 +280,13 @@ class ClassifierEval:
         batch: int,
         views: int | Sequence[EvalView] = 1,
         model_input: Callable[[Any, torch.device], Tensor] = image_input,
+        *,
+        offset: int = 0,
+        prefix: str = "val_",
     ) -> None:
         self.run, self.beton, self.res = run, beton, resolution
         self.batch, self.model_input = batch, model_input
+        self.offset, self.prefix = offset, prefix
         self.views = augmented_views(views) if isinstance(views, int) else tuple(views)
         if not self.views:
             raise ValueError("no evaluation views")
@@ -289,6 +296,7 @@ class ClassifierEval:
         """The loader of one pass. Centre and augmented passes keep theirs across epochs; a
         test view's is built per pass (K x 3 of them would each hold their buffers)."""
         kw = dict(num_views=1, resolution=self.res, drop_last=False, **view.loader_kwargs())
+        kw["relabel"] = [self.offset]  # the head's labels (LabelSpace.offset_for)
         if view.test_view is not None:
             return self.run.loader(self.beton, self.batch, **kw)
         if view.train not in self._loaders:
@@ -320,4 +328,4 @@ class ClassifierEval:
         if self.run.info.distributed:
             averager.all_reduce()
         model.train(was_training)
-        return averager.metrics()
+        return averager.metrics(self.prefix)

@@ -97,21 +97,32 @@ class Run:
         betons: str | list,
         batch_size: int,
         *,
-        num_views: int,
+        num_views: int | None,
         train: bool,
         resolution: int,
         drop_last: bool = True,
+        test_view: tuple[int, int, int, int] | None = None,
+        relabel: str | list[int] = "auto",
     ) -> Any:
         """``make_loader`` with this run's ranks, seed and data settings.
 
         ``drop_last`` marks a training loader of micro-batches: data too small for one
-        optimiser step (``optim.batch_size``) is refused in the trainer's terms."""
+        optimiser step (``optim.batch_size``) is refused in the trainer's terms. Clips
+        (``data.sampling`` clip or segment) take ``data.clip_frames``/``clip_stride``;
+        ``test_view`` and ``relabel`` are ``make_loader``'s."""
         from vicmae_data import make_loader
         from vicmae_data.load.loader import BatchTooLargeError
 
         d: LoaderConfig = self.cfg.data
         paths = loader_paths(tuple(betons)) if isinstance(betons, list | tuple) else betons
-        dist_kw: dict[str, Any] = {}
+        dist_kw: dict[str, Any] = {"relabel": relabel}
+        if test_view is not None:
+            dist_kw["test_view"] = test_view
+        if hasattr(d, "clip_frames"):  # an evaluation's data (EvalDataConfig)
+            dist_kw |= {"clip_frames": d.clip_frames, "clip_stride": d.clip_stride}
+            dist_kw["flip"] = d.flip
+            if d.sampling in ("clip", "segment"):
+                num_views = d.clip_frames  # a clip's views are its frames
         if self.info.distributed:
             dist_kw |= {"distributed": True, "rank": self.info.rank}
             dist_kw["world_size"] = self.info.world_size

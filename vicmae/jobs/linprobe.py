@@ -7,7 +7,13 @@ token feeds ``BatchNorm1d(affine=False) -> Linear``, trained with SGD (base lr 0
 batch / 256, momentum 0.9, weight decay 0, 90 epochs, 10 warm-up, cosine; batch 4096).
 
 ``probe.cached=true`` is the fast option: features of the centre view computed once and
-the head trained on them (epochs x cheaper, no augmentation, one process).
+the head trained on them (epochs x cheaper, no augmentation, one process; with several
+training files, every sample of every file once, whatever their mixing weights).
+
+Several training files: the head covers every file's classes, offset as the loader
+offsets them, and the validation file is scored with the offset of the training file
+that has its classes (:mod:`vicmae.engine.label_space`, recorded in
+``RUN/classifier.json``).
 
 Example::
 
@@ -27,15 +33,15 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (torch's convention)
 from torch import Tensor, nn
 
-from vicmae.config import ConfigError, LinprobeConfig, to_dict
+from vicmae.config import ConfigError, LinprobeConfig, parse_beton, to_dict
 from vicmae.engine.batching import probe_step
 from vicmae.engine.evaluation import (
     ClassifierEval,
     classification_metrics,
-    count_classes,
     encoder_features,
     load_encoder,
 )
+from vicmae.engine.label_space import LabelSpace, label_space, write_record
 from vicmae.engine.loop import Job, StepInfo, fit
 from vicmae.engine.metrics import MetricsLogger
 from vicmae.engine.param_groups import build_optimizer
@@ -102,16 +108,24 @@ def linprobe(
     # The checkpoint, resolution and labels are checked before the run starts.
     torch.manual_seed(cfg.run.seed)  # a random-init encoder is the same on every rank
     encoder, res, arch = load_encoder(cfg.model, cfg.data.resolution)
-    classes = count_classes(cfg.data.betons[0], cfg.data.val_beton)
+    space = label_space([parse_beton(b)[0] for b in cfg.data.betons])
+    val_offset = space.offset_for(cfg.data.val_beton) if cfg.data.val_beton else 0
+    classes = space.num_classes
     with start_run(cfg, "linprobe", resume=resume, overwrite=overwrite,
                    allow_changes=allow_changes) as run:  # fmt: skip
         model = LinearProbe(encoder, classes, cfg.model.pool).to(run.device)
+        if run.info.is_main:
+            write_record(run.dir, {
+                "job": "linprobe", "arch": arch, "resolution": res, "pool": cfg.model.pool,
+                "num_classes": classes, "video": None, "labels": space.to_dict(),
+            })  # fmt: skip
         if cfg.probe.cached:
-            val = _cached_probe(run, model, res)
+            val = _cached_probe(run, model, res, space, val_offset)
         else:
-            val = _probe(run, model, res)
+            val = _probe(run, model, res, val_offset)
         result = {
             **val, "num_classes": classes, "arch": arch, "resolution": res,
+            "label_offsets": [f.offset for f in space.files],
             "checkpoint": cfg.model.checkpoint, "random_init": cfg.model.random_init,
             "config": to_dict(cfg),
         }  # fmt: skip
@@ -120,7 +134,7 @@ def linprobe(
         return result
 
 
-def _probe(run: Run, model: LinearProbe, res: int) -> dict[str, float]:
+def _probe(run: Run, model: LinearProbe, res: int, val_offset: int) -> dict[str, float]:
     cfg, o = run.cfg, run.cfg.optim
     loss = ProbeLoss(run.device)
     probe = probe_step(run, model, loss, 1, res)
@@ -129,7 +143,9 @@ def _probe(run: Run, model: LinearProbe, res: int) -> dict[str, float]:
     spe = len(loader) // accum
     lr = warmup_cosine(scaled_lr(o.base_lr, o.batch_size), o.min_lr, o.epochs, spe,
                        o.warmup_epochs)  # fmt: skip
-    evaluate = ClassifierEval(run, cfg.data.val_beton, res, micro) if cfg.data.val_beton else None
+    evaluate = None
+    if cfg.data.val_beton:
+        evaluate = ClassifierEval(run, cfg.data.val_beton, res, micro, offset=val_offset)
     optimizer = build_optimizer(model.head, o, run.device)
     job = Job(model, optimizer, loader, micro, accum, loss, lr, evaluate=evaluate,
               best=("val_top1", "max"), clip_grad=o.clip_grad)  # fmt: skip
@@ -138,12 +154,14 @@ def _probe(run: Run, model: LinearProbe, res: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def extract_features(run: Run, model: LinearProbe, beton: str, res: int) -> tuple[Tensor, Tensor]:
-    """Features of every sample's centre view -> ((n, D) on the CPU, (n,) labels)."""
+def extract_features(
+    run: Run, model: LinearProbe, beton: str, res: int, offset: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Features of every sample's centre view -> ((n, D) on the CPU, (n,) labels + offset)."""
     from vicmae_data import to_model_input
 
     loader = run.loader(beton, run.cfg.probe.extract_batch, num_views=1, train=False,
-                        resolution=res, drop_last=False)  # fmt: skip
+                        resolution=res, drop_last=False, relabel=[offset])  # fmt: skip
     feats, labels = [], []
     for batch in loader:
         x = to_model_input(batch, run.device, image_augment=False)[:, 0]  # (B, 3, H, W)
@@ -154,13 +172,19 @@ def extract_features(run: Run, model: LinearProbe, beton: str, res: int) -> tupl
     return torch.cat(feats), torch.cat(labels)
 
 
-def _cached_probe(run: Run, model: LinearProbe, res: int) -> dict[str, float]:
-    """The head trained on cached centre-view features (``probe.cached``), one process."""
+def _cached_probe(
+    run: Run, model: LinearProbe, res: int, space: LabelSpace, val_offset: int
+) -> dict[str, float]:
+    """The head trained on cached centre-view features (``probe.cached``), one process:
+    every sample of every training file once, labels offset as ``space`` says."""
     cfg, o = run.cfg, run.cfg.optim
     if run.info.distributed:
         raise ConfigError("probe.cached=true runs in one process; start it without torchrun")
-    train_x, train_y = extract_features(run, model, cfg.data.betons[0], res)
-    val = extract_features(run, model, cfg.data.val_beton, res) if cfg.data.val_beton else None
+    parts = [extract_features(run, model, f.path, res, f.offset) for f in space.files]
+    train_x, train_y = torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+    val = None
+    if cfg.data.val_beton:
+        val = extract_features(run, model, cfg.data.val_beton, res, val_offset)
     head = model.head.cpu()
     n = len(train_y)
     bs = min(o.batch_size, n)  # a small dataset is one batch
