@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from vicmae.config import (
+    JOB_CONFIGS,
     ConfigError,
+    FinetuneConfig,
     OptimConfig,
     TrainConfig,
     dump_yaml,
@@ -100,6 +104,23 @@ def test_config_is_frozen():
         cfg.optim.base_lr = 1.0  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.model = None  # type: ignore[misc]
+
+
+def test_default_out_names_each_job_by_its_kind():
+    """A job without --out writes runs/KIND (an evaluation: beside its checkpoint), so a
+    new evaluation job gets its own folder, not another job's."""
+    for kind, cls in JOB_CONFIGS.items():
+        assert load_config(None, [], cls=cls).run.out == os.path.join("runs", kind)
+
+    @dataclasses.dataclass(frozen=True)
+    class EvalConfig(FinetuneConfig):  # what a new evaluation job declares
+        kind: ClassVar[str] = "eval"
+
+    ckpt = os.path.join("runs", "k400", "last.pt")
+    cfg = load_config(None, [f"model.checkpoint={ckpt}"], cls=EvalConfig)
+    assert cfg.run.out == os.path.join("runs", "k400", "eval")
+    cfg = load_config(None, [f"model.checkpoint={ckpt}", "model.random_init=true"], cls=EvalConfig)
+    assert cfg.run.out == os.path.join("runs", "k400", "eval_random_init")
 
 
 def test_accumulation_makes_the_effective_batch():
