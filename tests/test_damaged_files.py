@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_data import make_tiny_beton
+from media import make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app

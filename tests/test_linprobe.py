@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
+from media import TINY_MODEL, make_tiny_beton
 from PIL import Image
-from tiny_data import make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae.config import AugmentConfig, FinetuneConfig, LinprobeConfig, load_config, to_dict
@@ -18,10 +18,7 @@ from vicmae.model.vicmae import ViCMAE
 from vicmae.model.vit import ViTEncoder
 from vicmae_cli.train import app
 
-TINY = [
-    "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
-    "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-]  # fmt: skip
+TINY = [*TINY_MODEL, "data.resolution=32"]
 SHORT = ["--batch-size", "8", "--epochs", "3", "optim.warmup_epochs=1", "data.num_workers=1",
          "run.progress=false", "run.log_every_steps=2"]  # fmt: skip
 runner = CliRunner()

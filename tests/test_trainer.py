@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae.config import load_config
@@ -17,12 +17,8 @@ from vicmae.jobs.pretrain import NonFiniteLossError, pretrain
 from vicmae_cli.train import app
 
 TINY = [
-    "model.arch=vit_pico_patch8",
+    *TINY_MODEL,
     "data.resolution=32",
-    "model.decoder_dim=32",
-    "model.decoder_depth=1",
-    "model.decoder_heads=2",
-    "model.projector_dims=[64,64,64]",
     "optim.batch_size=8",
     "optim.epochs=2",
     "optim.warmup_epochs=1",
