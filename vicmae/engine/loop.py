@@ -42,7 +42,7 @@ from vicmae.config import to_dict
 from vicmae.distributed import barrier
 from vicmae.engine.checkpoint import rng_state
 from vicmae.engine.metrics import MetricsLogger
-from vicmae.engine.run_folder import Checkpoints, truncate_metrics
+from vicmae.engine.run_folder import Checkpoints
 from vicmae.engine.setup import Run, restore_rng
 from vicmae.engine.signals import StopFlag, StoppedBySignal, stop_on_signals
 from vicmae.engine.step_info import StepInfo
@@ -166,11 +166,15 @@ def fit(run: Run, job: Job) -> FitResult:
 
 @dataclass(frozen=True)
 class _Start:
-    """Where a run starts: its step and epoch, and the best validation so far."""
+    """Where a run starts: its place in the schedule (``step``, ``epoch``), the best
+    validation so far, and ``shift``: how far the steps it logs and saves run ahead of that
+    place. 0 unless a resume changed the batch or the data (``--allow-changes``): that
+    renumbers the schedule's steps, while the steps already logged keep their numbers."""
 
     step: int = 0
     epoch: int = 0
     best: dict[str, Any] | None = None
+    shift: int = 0
 
 
 def _steps_per_epoch(job: Job) -> int:
@@ -199,31 +203,38 @@ def _restore(run: Run, job: Job, scaler: torch.amp.GradScaler, spe: int) -> _Sta
         ) from None
     job.optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
-    epoch = int(state["epoch"])
     # Samples already trained on in this epoch, in steps of this run's batch (the same
-    # step count unless optim.batch_size was changed with --allow-changes).
+    # step count unless optim.batch_size or the data changed, with --allow-changes).
     saved_batch = int(state["config"]["optim"]["batch_size"])
     in_epoch = int(state["step_in_epoch"]) * saved_batch // run.cfg.optim.batch_size
-    step = epoch * spe + min(in_epoch, spe)
-    if step != int(state["step"]) and run.info.is_main:
-        truncate_metrics(run.dir / "metrics.jsonl", step)  # steps renumbered at the new batch
+    step = int(state["epoch"]) * spe + min(in_epoch, spe)
+    saved = int(state["step"])  # what metrics.jsonl and TensorBoard count up to
+    if step != saved:
+        log.warning(
+            "resuming at another batch size or data: the schedule continues at its step %d "
+            "of %d, the logged steps at %d", step, run.cfg.optim.epochs * spe, saved,
+        )  # fmt: skip
     restore_rng(state, run.info)
-    log.info("resumed from %s at step %d (epoch %d)", run.resume_path, step, epoch)
-    return _Start(step, epoch, state.get("best"))
+    log.info("resumed from %s at step %d (epoch %d)", run.resume_path, saved, step // spe)
+    return _Start(step, step // spe, state.get("best"), saved - step)
 
 
 def _plan(run: Run, job: Job, spe: int, start: _Start) -> int:
-    """Log what the run will do; return the step it stops at (the end, or ``run.max_steps``)."""
+    """Log what the run will do; return the schedule step it stops at: the end, or
+    ``run.max_steps`` (counted in logged steps)."""
     cfg, info = run.cfg, run.info
     total = cfg.optim.epochs * spe
     cap = cfg.run.max_steps
-    end = total if cap is None else min(total, cap)
+    end = total if cap is None else max(start.step, min(total, cap - start.shift))
     log.info(
         "%d optimiser steps (%d epochs x %d); batch %d = %d per forward x %d accumulation x "
         "%d device(s); peak lr %.3g; %s %s",
         total, cfg.optim.epochs, spe, cfg.optim.batch_size, job.micro_batch, job.accum,
         info.world_size, float(np.max(job.lr)), run.device, run.precision,
     )  # fmt: skip
+    if end == start.step and run.resume is not None:
+        why = f"run.max_steps={cap}" if end < total else "that is the last step"
+        log.info("nothing to train: the run is at step %d and %s", end + start.shift, why)
     return end
 
 
@@ -253,7 +264,8 @@ class _Book:
     whenever a save is due) the loss window is all-reduced together with the ranks' stop
     requests and the checkpoint deadline, so every rank takes the same decision at the same
     step; then the row is logged, an epoch end is validated (``best.pt``), ``last.pt`` is
-    saved when due, and a stop signal ends the run. Only rank 0 writes.
+    saved when due, and a stop signal ends the run. Only rank 0 writes. Metrics and
+    checkpoints count logged steps: the schedule's step + ``shift`` (see :class:`_Start`).
     """
 
     def __init__(
@@ -264,16 +276,17 @@ class _Book:
         self.run, self.job, self.model, self.scaler, self.spe, self.end = (
             run, job, model, scaler, spe, end
         )  # fmt: skip
-        self.best = start.best
+        self.best, self.shift = start.best, start.shift
         self.saved: Path | None = run.resume_path
         self.last: dict[str, Any] = {}
         self.val: dict[str, float] = {}
         self.last_save = time.monotonic()
+        self.trained = False  # a step was trained by this process
         self.window = _Window(len(job.part_names), run.device)
         self.ckpts = Checkpoints(run.dir, cfg.run.keep, enabled=run.info.is_main)
         self.metrics = MetricsLogger(
-            run.dir, end, enabled=run.info.is_main, progress=cfg.run.progress,
-            start_step=start.step, label=run.kind,
+            run.dir, end + self.shift, enabled=run.info.is_main, progress=cfg.run.progress,
+            start_step=start.step + self.shift, label=run.kind,
             wandb_project=cfg.run.wandb_project if cfg.run.wandb else None, config=to_dict(cfg),
         )  # fmt: skip
 
@@ -287,10 +300,11 @@ class _Book:
         self, step: int, epoch: int, epoch_end: bool, batches: _Batches, stop: StopFlag
     ) -> None:
         """Log, validate, save and stop as due after optimiser step ``step`` (see above)."""
-        r = self.run.cfg.run
+        r, at = self.run.cfg.run, step + self.shift  # at: the step logged and saved
+        self.trained = True
         due = step % r.ckpt_every_steps == 0 or epoch_end or step == self.end
         if not (due or step % r.log_every_steps == 0):
-            self.metrics.advance(step)
+            self.metrics.advance(at)
             return
         late = r.ckpt_every_minutes > 0 and (
             time.monotonic() - self.last_save > 60 * r.ckpt_every_minutes
@@ -298,7 +312,7 @@ class _Book:
         means, bad, stopped, late = self.window.sync(bool(stop), late, self.run.info)
         if bad is not None:
             raise NonFiniteLossError(
-                f"loss is {bad[1]} at step {bad[0] + 1} (epoch {epoch}); stopped. "
+                f"loss is {bad[1]} at step {bad[0] + 1 + self.shift} (epoch {epoch}); stopped. "
                 + (f"Last good checkpoint: {self.saved}" if self.saved else "No checkpoint yet.")
             )
         job = self.job
@@ -307,11 +321,11 @@ class _Book:
             "lr": float(job.lr[step - 1]), **{k: float(v[step - 1]) for k, v in job.logged.items()},
             **batches.throughput(self.window.steps * self.run.cfg.optim.batch_size),
         }  # fmt: skip
-        self.metrics.log(step, self.last)
+        self.metrics.log(at, self.last)
         self.window.restart(batches)
         if epoch_end and job.evaluate is not None:
             self.val = job.evaluate(job.model, epoch)
-            self.metrics.log(step, {"epoch": float(epoch), **self.val})
+            self.metrics.log(at, {"epoch": float(epoch), **self.val})
             self.best = _better(self.best, self.val, job.best, epoch) or self.best
             if self.best is not None and self.best["epoch"] == epoch:
                 self.ckpts.save_best(self.state(step, epoch))
@@ -322,14 +336,15 @@ class _Book:
             self.last_save = time.monotonic()
         if stopped:
             barrier()
-            raise StoppedBySignal(stop.signal_name or "a signal", self.saved, step)
+            raise StoppedBySignal(stop.signal_name or "a signal", self.saved, at)
 
     def finish(self, step: int, epoch: int) -> None:
         """Validate a run that stopped short of an epoch end: it still gets its figures."""
         if self.job.evaluate is None or (self.val and step % self.spe == 0):
             return
         self.val = self.job.evaluate(self.job.model, epoch)
-        self.metrics.log(step, {"epoch": step / self.spe, **self.val})
+        if self.trained:  # else the run that trained up to here logged this row already
+            self.metrics.log(step + self.shift, {"epoch": step / self.spe, **self.val})
 
     def state(self, step: int, epoch: int) -> dict[str, Any]:
         """What a checkpoint holds: every state a resume needs, each rank's RNG streams too."""
@@ -341,13 +356,15 @@ class _Book:
         return {
             "kind": run.kind, "model": job.model.state_dict(),
             "optimizer": job.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-            "step": step, "epoch": epoch, "step_in_epoch": step - epoch * self.spe,
+            "step": step + self.shift, "epoch": epoch, "step_in_epoch": step - epoch * self.spe,
             "micro_batch": job.micro_batch, "rng": rngs, "best": self.best,
             "config": to_dict(run.cfg),
         }  # fmt: skip
 
     def result(self, step: int, epoch: int) -> FitResult:
-        return FitResult(self.run.dir, step, epoch, self.saved, self.last, self.val, self.best)
+        return FitResult(
+            self.run.dir, step + self.shift, epoch, self.saved, self.last, self.val, self.best
+        )
 
 
 def _better(
