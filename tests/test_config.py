@@ -21,8 +21,7 @@ from vicmae.config import (
     to_dict,
 )
 from vicmae.engine.batching import accumulation
-from vicmae.engine.schedules import per_step, scaled_lr, warmup_cosine
-from vicmae.model.losses import lambda_schedule
+from vicmae.engine.schedules import lambda_schedule, per_step, scaled_lr, warmup_cosine
 
 
 def test_defaults_are_the_papers():
@@ -144,6 +143,15 @@ def test_warmup_cosine_at_known_steps():
     assert lr[s] == pytest.approx(expected)
     assert np.all(np.diff(lr[20:]) < 0) and lr[-1] > 0.1
     assert scaled_lr(1.5e-4, 4096) == pytest.approx(2.4e-3)
+
+
+def test_lambda_schedule_paper_step_and_ramp() -> None:
+    assert lambda_schedule(0.0) == 0.0
+    assert lambda_schedule(199.99) == 0.0
+    assert lambda_schedule(200.0) == 0.025
+    assert lambda_schedule(799.0) == 0.025
+    assert lambda_schedule(5.0, start_epoch=2, weight=0.1, ramp_epochs=6) == pytest.approx(0.05)
+    assert lambda_schedule(9.0, start_epoch=2, weight=0.1, ramp_epochs=6) == 0.1
 
 
 def test_lambda_per_step():
