@@ -106,6 +106,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_no_reader_crashes_on_a_damaged_file(damaged):
     good, files = damaged
     result = subprocess.run(

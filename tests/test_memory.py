@@ -74,6 +74,7 @@ def test_bad_memory_mode(small) -> None:
         make_loader(small, 4, num_workers=1, os_cache=True)  # the old switch is gone
 
 
+@pytest.mark.slow
 def test_resident_memory_bounded_by_batch_not_file(big) -> None:
     path, n, sample_bytes = big
     B, V = 2, 2
