@@ -97,7 +97,8 @@ VAL_BETON = typer.Option(None, "--val-beton", help="Validation .beton (data.val_
 OUT = typer.Option(None, "--out", "-o", help="Run folder (run.out).")
 RESUME = typer.Option(
     False, "--resume", help="Continue the run in --out (or the run folder / checkpoint given "
-    "as the next argument) with its saved config; other settings are refused."
+    "as the next argument) with its saved config; other settings are refused. It trains to "
+    "the end: run.max_steps is not carried over (give it again to stop earlier)."
 )  # fmt: skip
 OVERWRITE = typer.Option(
     False, "--overwrite", help="Start again in an --out that holds a run (replaces it)."

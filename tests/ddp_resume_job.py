@@ -13,16 +13,13 @@ from __future__ import annotations
 import sys
 
 import torch.distributed as dist
+from media import TINY_MODEL
 
 from vicmae.config import JOB_CONFIGS, load_config
 from vicmae.jobs.finetune import finetune
 from vicmae.jobs.linprobe import linprobe
 from vicmae.jobs.pretrain import pretrain
 
-TINY_MODEL = [
-    "model.arch=vit_pico_patch8", "model.decoder_dim=32", "model.decoder_depth=1",
-    "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-]  # fmt: skip
 COMMON = [
     "optim.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=1", "data.num_workers=1",
     "run.progress=false", "run.log_every_steps=1", "data.resolution=32",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton
 
 from vicmae.config import load_config, to_dict
 from vicmae.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -48,11 +48,7 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("ddp")
     beton = make_tiny_beton(root / "tiny.beton")
     torch.manual_seed(0)
-    model = [
-        "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
-        "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-    ]  # fmt: skip
-    cfg = load_config(None, model)
+    cfg = load_config(None, [*TINY_MODEL, "data.resolution=32"])
     ckpt = save_checkpoint(
         root / "pretrained" / "last.pt",
         {"kind": "pretrain", "model": ViCMAE(cfg.model).state_dict(), "config": to_dict(cfg),
