@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -161,6 +162,36 @@ class _FromMemory:
 if os.environ.get("VICMAE_MUTANT"):
     with open(os.environ["VICMAE_MUTANT"]) as f:
         sys.meta_path.insert(0, _FromMemory(**json.load(f)))
+
+# The unmutated run records which lines of the mutated files run, in every process.
+_hits = {}
+
+
+def _dump():
+    out = os.path.join(os.environ["VICMAE_TRACE_DIR"], f"{os.getpid()}.json")
+    with open(out, "w") as f:
+        json.dump({k: sorted(v) for k, v in _hits.items()}, f)
+
+
+if os.environ.get("VICMAE_TRACE_DIR"):
+    import atexit, threading
+
+    _hits.update({p: set() for p in os.environ["VICMAE_TRACE_FILES"].split(os.pathsep)})
+
+    def _local(frame, event, arg):
+        if event == "line":
+            _hits[frame.f_code.co_filename].add(frame.f_lineno)
+        return _local
+
+    def _global(frame, event, arg):
+        if frame.f_code.co_filename in _hits:
+            _hits[frame.f_code.co_filename].add(frame.f_lineno)
+            return _local
+        return None
+
+    sys.settrace(_global)
+    threading.settrace(_global)
+    atexit.register(_dump)
 """
 
 
@@ -178,6 +209,17 @@ def _install_mutant(job: dict, log_path: str) -> None:
     exec(SITECUSTOMIZE, {"__name__": "sitecustomize"})  # and in this process, now
 
 
+def _start_trace(job: dict, log_path: str, site: dict) -> None:
+    """Record the lines of ``job["trace"]`` files that run, here and in started processes."""
+    Path(job["trace_dir"]).mkdir(parents=True, exist_ok=True)
+    os.environ["VICMAE_TRACE_DIR"] = job["trace_dir"]
+    os.environ["VICMAE_TRACE_FILES"] = os.pathsep.join(job["trace"])
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(log_path).parent / "site"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    exec(SITECUSTOMIZE, site)
+
+
 def _child(job: dict, tests: list[str], log_path: str) -> None:
     """In the forked child: the mutant in front of the file, the tests, exit with pytest's code."""
     code = 98
@@ -186,12 +228,17 @@ def _child(job: dict, tests: list[str], log_path: str) -> None:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
+        site: dict = {}
         if job.get("source") is not None:
             _install_mutant(job, log_path)
+        elif job.get("trace"):
+            _start_trace(job, log_path, site)
         import pytest
 
         args = [*tests, "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
         code = int(pytest.main(args))
+        if "_dump" in site:
+            site["_dump"]()
     except BaseException:  # any failure in the child is the mutant's
         import traceback
 
@@ -267,13 +314,48 @@ def run_group(group: dict, found: list[dict], run: dict, logs: Path) -> tuple[fl
             raise SystemExit(f"error: the worker for group {group['name']} failed")
         return sorted(results, key=lambda r: r["index"])
 
-    (base,) = call([{"file": None, "source": None}], 1, 3600)
+    files = sorted({str(ROOT / m) for m in group["modules"]})
+    trace_dir = logs / "trace"
+    baseline = {"file": None, "source": None, "trace": files, "trace_dir": str(trace_dir)}
+    (base,) = call([baseline], 1, 3600)
     (logs / "0.log").rename(logs / "unmutated.log")
     if base["rc"] != 0:
         tail = (logs / "unmutated.log").read_text()[-3000:]
         raise SystemExit(f"error: group {group['name']}: the unmutated tests fail:\n{tail}")
+    ran: dict[str, set[int]] = {f: set() for f in files}
+    for dump in trace_dir.glob("*.json"):
+        for f, lines in json.loads(dump.read_text()).items():
+            ran[f].update(lines)
+    # A mutant on a statement no test runs survives whatever the tests assert: not run.
+    reached = [_reached(m, ran[str(ROOT / m["file"])]) for m in found]
+    todo = [m for m, r in zip(found, reached, strict=True) if r]
     timeout = max(run["timeout_min_s"], run["timeout_factor"] * base["seconds"])
-    return base["seconds"], call(found, run["jobs"], timeout) if found else []
+    results = iter(call(todo, run["jobs"], timeout) if todo else [])
+    out = [next(results) if r else {"rc": 0, "seconds": 0.0, "unreached": True} for r in reached]
+    return base["seconds"], out
+
+
+def _reached(m: dict, ran: set[int]) -> bool:
+    """Whether the statement holding mutant ``m`` ran in the unmutated tests (its header
+    lines: a compound statement's body is its own statements). True when unsure."""
+    best = None
+    for start, end in _statement_heads(m["file"]):
+        if start <= m["line"] <= end and (best is None or start >= best[0]):
+            best = (start, end)
+    return best is None or any(best[0] <= line <= best[1] for line in ran)
+
+
+@functools.cache
+def _statement_heads(path: str) -> list[tuple[int, int]]:
+    """(first line, last line before its first child statement) of every statement."""
+    heads = []
+    for node in ast.walk(ast.parse((ROOT / path).read_text())):
+        if isinstance(node, ast.stmt):
+            fields = ("body", "orelse", "finalbody", "handlers")
+            children = [c for f in fields for c in getattr(node, f, [])]
+            end = min((c.lineno for c in children), default=node.end_lineno + 1) - 1
+            heads.append((node.lineno, end))
+    return heads
 
 
 def _progress(group: str, m: dict, r: dict, n: int, total: int) -> None:
@@ -360,7 +442,8 @@ def main() -> None:
                 r = done.get(id(m), {"rc": 0, "seconds": 0.0})
                 rows.append({k: m[k] for k in ("file", "line", "operator", "before", "after")}
                             | {"group": g["name"], "status": status(r["rc"]), "rc": r["rc"],
-                               "seconds": r["seconds"]})  # fmt: skip
+                               "seconds": r["seconds"]}
+                            | ({"unreached": True} if r.get("unreached") else {}))  # fmt: skip
             spent = (time.monotonic() - g0) / 60
             if args.survivors:
                 spent += next(x["minutes"] for x in old["groups"] if x["group"] == g["name"])
@@ -381,6 +464,8 @@ def main() -> None:
     for g in per_group:
         mine = [r["status"] for r in rows if r["group"] == g["group"]]
         g |= {"mutants": len(mine), **{k: mine.count(k) for k in COUNTS[1:]}}
+        g["unreached"] = sum(1 for r in rows if r["group"] == g["group"]
+                             and r["status"] == "survived" and r.get("unreached"))  # fmt: skip
     report(per_group, rows, run, args)
 
 
@@ -411,21 +496,23 @@ def report(per_group: list, rows: list, run: dict, args) -> None:
     """Print the table and the survivors; write the results JSON."""
     from importlib.metadata import version
 
-    total = {k: sum(g[k] for g in per_group) for k in COUNTS}
+    total = {k: sum(g[k] for g in per_group) for k in (*COUNTS, "unreached")}
     minutes = sum(g["minutes"] for g in per_group)
     print(f"\n{'group':<12} {'mutants':>7} {'killed':>7} {'timeout':>7} {'survived':>8} "
-          f"{'equiv.':>6} {'error':>5} {'score':>6} {'minutes':>7}")  # fmt: skip
+          f"{'unrun':>5} {'equiv.':>6} {'error':>5} {'score':>6} {'minutes':>7}")  # fmt: skip
     for g in [*per_group, {"group": "all", **total, "minutes": minutes}]:
         print(f"{g['group']:<12} {g['mutants']:>7} {g['killed']:>7} {g['timeout']:>7} "
-              f"{g['survived']:>8} {g['equivalent']:>6} {g['error']:>5} {_score(g):>6.1%} "
-              f"{g['minutes']:>7.1f}")  # fmt: skip
+              f"{g['survived']:>8} {g['unreached']:>5} {g['equivalent']:>6} {g['error']:>5} "
+              f"{_score(g):>6.1%} {g['minutes']:>7.1f}")  # fmt: skip
+    print("(unrun: survivors on a statement no test of the group runs, so not run)")
     if total["error"]:
         print(
             f"warning: {total['error']} mutant(s) ended in a pytest or runner error (see "
             "--logs): neither killed nor survived, left out of the score"
         )
     line = "{file}:{line} {operator}: {before} -> {after}"
-    survivors = [line.format(**r) for r in rows if r["status"] == "survived"]
+    survivors = [line.format(**r) + ("  (no test runs it)" if r.get("unreached") else "")
+                 for r in rows if r["status"] == "survived"]  # fmt: skip
     for s in survivors:
         print("survived:", s)
     out = {

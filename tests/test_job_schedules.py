@@ -4,7 +4,8 @@ Every other end-to-end test switches the contrastive loss on at epoch 0 and asse
 pretraining's lr curve, so a schedule built in the wrong unit or without its warm-up would
 train silently. Here: lambda per step from a run that switches it on at epoch 1, and the lr
 column of fine-tuning and of both linear-probe paths against warm-up + cosine computed
-here from its definition (not by calling ``warmup_cosine``).
+here from its definition (not by calling ``warmup_cosine``, which is checked against the
+same definition).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pytest
 from tiny_data import make_tiny_beton
 
 from vicmae.config import FinetuneConfig, LinprobeConfig, load_config
+from vicmae.engine.checkpoint import load_checkpoint
+from vicmae.engine.schedules import warmup_cosine
 from vicmae.jobs.finetune import finetune
 from vicmae.jobs.linprobe import linprobe
 from vicmae.jobs.pretrain import pretrain
@@ -48,7 +51,7 @@ def _rows(run_dir: Path) -> list[dict]:
 def reference_lr(peak: float, floor: float, total: int, warmup: int) -> list[float]:
     """Linear warm-up from 0 (step 0) towards ``peak``, then half a cosine from ``peak``
     (the first step after warm-up) down to ``floor`` one step past the end."""
-    out = [peak * s / warmup for s in range(warmup)]
+    out = [peak * s / warmup for s in range(warmup)]  # (none when warmup is 0)
     rest = total - warmup
     out += [floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * s / rest)) for s in range(rest)]
     return out
@@ -73,7 +76,10 @@ def test_contrastive_weight_switches_on_at_its_epoch_not_its_step(beton, tmp_pat
     assert pretrain(cfg).step == 8
     rows = _rows(tmp_path)
     assert [r["step"] for r in rows] == list(range(1, 9))
+    assert [r["epoch"] for r in rows] == [s / 4 for s in range(1, 9)]  # fractional epochs
     assert [r["lambda"] for r in rows] == [0.0] * 4 + [0.5] * 4
+    groups = load_checkpoint(tmp_path / "last.pt")["optimizer"]["param_groups"]
+    assert all("lr_scale" not in g and g["lr"] == rows[-1]["lr"] for g in groups)
     for r in rows:
         assert r["loss_contrastive"] > 0.1  # a lambda of 0.5 moves the loss visibly
         want = r["loss_recon"] + r["lambda"] * r["loss_contrastive"]
@@ -89,6 +95,11 @@ def test_finetune_lr_warms_up_then_follows_the_cosine(beton, tmp_path):
     lrs = [r["lr"] for r in _rows(tmp_path)]
     assert len(lrs) == 12
     assert_warmup_cosine(lrs, peak=0.256 * 8 / 256, floor=0.001, warmup=4)
+    # The optimiser ran at it: each layer-decay group at the logged lr x its scale (0.65^k).
+    groups = load_checkpoint(tmp_path / "last.pt")["optimizer"]["param_groups"]
+    assert len({g["lr_scale"] for g in groups}) > 2
+    for g in groups:
+        assert g["lr"] == pytest.approx(lrs[-1] * g["lr_scale"], rel=1e-12)
 
 
 def test_linprobe_lr_warms_up_then_follows_the_cosine(beton, tmp_path):
@@ -111,3 +122,11 @@ def test_cached_linprobe_lr_warms_up_then_follows_the_cosine(beton, tmp_path):
     assert [r["epoch"] for r in rows] == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
     assert_warmup_cosine([r["lr"] for r in rows], peak=0.256 * 32 / 256, floor=0.001, warmup=2)
+
+
+def test_warmup_cosine_without_warmup_starts_at_the_peak():
+    """The default (no warm-up epochs): the cosine from its first step, as MAE's
+    adjust_learning_rate does after warm-up."""
+    lr = warmup_cosine(0.5, 0.1, epochs=2, steps_per_epoch=2)
+    assert lr.tolist() == pytest.approx(reference_lr(0.5, 0.1, 4, 0), rel=1e-12)
+    assert lr[0] == 0.5

@@ -1,0 +1,56 @@
+"""What ``fit`` decides from the clock: the wall-time checkpoint and the throughput figures.
+
+A run whose loss turns non-finite at step 3 names its last good checkpoint: with
+``run.ckpt_every_minutes`` tiny, the one the clock asked for at step 2; with the default
+30 minutes and no step or epoch checkpoint due yet, none.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from tiny_data import make_tiny_beton
+
+from vicmae.config import load_config
+from vicmae.jobs.pretrain import NonFiniteLossError, pretrain
+
+TINY = [
+    "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
+    "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
+    "optim.batch_size=8", "optim.epochs=4", "optim.warmup_epochs=1",
+    "loss.contrastive_start_epoch=0", "data.num_workers=1", "run.progress=false",
+    "run.log_every_steps=1", "run.ckpt_every_steps=1000",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def beton(tmp_path_factory) -> Path:
+    return make_tiny_beton(tmp_path_factory.mktemp("data") / "tiny.beton")
+
+
+@pytest.mark.parametrize("minutes,message", [
+    (1e-9, r"loss is nan at step 3 .*Last good checkpoint: .*last\.pt"),
+    (30.0, r"loss is nan at step 3 .*No checkpoint yet"),
+])  # fmt: skip
+def test_wall_clock_checkpoint(beton, tmp_path, minutes, message):
+    # An absurd lr (1e9 x 8 / 256) blows the weights up: the loss is NaN at step 3.
+    over = [*TINY, f"data.betons=[{beton}]", f"run.out={tmp_path}", "optim.base_lr=1e9",
+            f"run.ckpt_every_minutes={minutes}"]  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match=message):
+        pretrain(load_config(None, over))
+
+
+def test_throughput_counts_the_samples_of_each_window(beton, tmp_path):
+    """Each row's samples/s covers its own window of steps: batch / (samples/s) is that
+    window's time, and the windows of a run fit inside its wall time."""
+    over = [*TINY, f"data.betons=[{beton}]", f"run.out={tmp_path}", "optim.epochs=1"]
+    t0 = time.monotonic()
+    pretrain(load_config(None, over))
+    wall = time.monotonic() - t0
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    windows = [8 / r["samples_per_s"] for r in rows]  # seconds
+    assert 0 < sum(windows) <= wall
