@@ -15,6 +15,7 @@ import pytest
 from tiny_data import make_tiny_beton
 
 from vicmae.config import load_config
+from vicmae.engine.checkpoint import load_checkpoint
 from vicmae.jobs.pretrain import NonFiniteLossError, pretrain
 
 TINY = [
@@ -43,14 +44,17 @@ def test_wall_clock_checkpoint(beton, tmp_path, minutes, message):
         pretrain(load_config(None, over))
 
 
-def test_throughput_counts_the_samples_of_each_window(beton, tmp_path):
-    """Each row's samples/s covers its own window of steps: batch / (samples/s) is that
-    window's time, and the windows of a run fit inside its wall time."""
-    over = [*TINY, f"data.betons=[{beton}]", f"run.out={tmp_path}", "optim.epochs=1"]
+def test_logging_and_epoch_checkpoint_cadence_and_throughput(beton, tmp_path):
+    """Rows every 3 steps and at each epoch end (4 steps); an epoch checkpoint per epoch
+    (keep 2). Each row's samples/s covers its own window of steps: batch x steps /
+    (samples/s) is that window's time, and a run's windows fit inside its wall time."""
+    over = [*TINY, f"data.betons=[{beton}]", f"run.out={tmp_path}", "optim.epochs=2",
+            "run.log_every_steps=3", "run.keep=2"]  # fmt: skip
     t0 = time.monotonic()
     pretrain(load_config(None, over))
     wall = time.monotonic() - t0
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 4
-    windows = [8 / r["samples_per_s"] for r in rows]  # seconds
+    assert [r["step"] for r in rows] == [3, 4, 6, 8]
+    windows = [8 * n / r["samples_per_s"] for n, r in zip([3, 1, 2, 2], rows, strict=True)]
     assert 0 < sum(windows) <= wall
+    assert [load_checkpoint(tmp_path / f"epoch_000{e}.pt")["step"] for e in (1, 2)] == [4, 8]
