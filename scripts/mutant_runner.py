@@ -209,6 +209,8 @@ def run_group(group: dict, found: list[dict], run: dict, logs: Path) -> tuple[fl
             raise SystemExit(f"error: the worker for group {group['name']} failed")
         return sorted(results, key=lambda r: r["index"])
 
+    if not found:  # nothing to test (a --survivors run with none left)
+        return 0.0, []
     files = sorted({str(ROOT / m) for m in group["modules"]})
     trace_dir = logs / "trace"
     baseline = {"file": None, "source": None, "trace": files, "trace_dir": str(trace_dir)}

@@ -63,6 +63,8 @@ def main() -> None:
                     "results replace the same groups' in an existing --out")  # fmt: skip
     ap.add_argument("--survivors", action="store_true", help="test again only what --out "
                     "records as survived (after adding tests; the modules unchanged)")  # fmt: skip
+    ap.add_argument("--report", action="store_true", help="run nothing: the table of --out "
+                    "with the config's equivalents as they are now")  # fmt: skip
     ap.add_argument("--limit", type=int, help="at most this many mutants per group (a trial)")
     ap.add_argument("--jobs", type=int, help="mutants at once (default: the config's)")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -78,9 +80,11 @@ def main() -> None:
     if args.group and len(groups) != len(args.group):
         raise SystemExit(f"error: no such group in {args.config}: {args.group}")
     old = json.loads(args.out.read_text()) if args.out.is_file() else None
-    if args.survivors and old is None:
-        raise SystemExit(f"error: --survivors: no earlier results in {args.out}")
+    if (args.survivors or args.report) and old is None:
+        raise SystemExit(f"error: no earlier results in {args.out}")
     rows, per_group = [], []
+    if args.report:  # nothing run: the recorded results with the config's equivalents
+        groups, per_group, rows = [], old["groups"], old["mutants_tested"]
     with tempfile.TemporaryDirectory(prefix="vicmae-mutate-") as tmp:
         logs = args.logs or Path(tmp)
         for g in groups:

@@ -154,6 +154,14 @@ def test_window_reports_the_first_non_finite_step():
     w.add(torch.tensor([-math.inf]), 4)
     w.add(torch.tensor([math.inf]), 5)
     assert w.sync(False, False, DistInfo())[1] == (4, -math.inf)
+    w = _Window(3, torch.device("cpu"))  # the loss (part 0) decides, not the other parts
+    w.add(torch.tensor([math.nan, 1.0, 2.0]), 7)
+    w.add(torch.tensor([1.0, 1.0, math.inf]), 8)
+    bad = w.sync(False, False, DistInfo())[1]
+    assert bad[0] == 7 and math.isnan(bad[1])
+    w = _Window(1, torch.device("cpu"))  # late in a long run (the paper's: ~10**5 steps)
+    w.add(torch.tensor([math.nan]), 123_456_789)
+    assert w.sync(False, False, DistInfo())[1][0] == 123_456_789
 
 
 def test_batches_skip_what_a_resumed_run_used():
@@ -168,6 +176,10 @@ def test_batches_skip_what_a_resumed_run_used():
     assert next(_Batches(loader, 5, skip=4)) == 4  # already compiled
     assert next(_Batches(loader, 5, skip=0)) == 0
     assert loader.epochs == [3, 4, 5, 5]
+    stopped = _Batches(loader, 6, skip=0)
+    stopped.close()  # the loader's iterator is closed now, not at interpreter exit
+    with pytest.raises(StopIteration):
+        next(stopped)
 
 
 def test_batches_time_the_wait_for_data():
