@@ -243,8 +243,8 @@ def _progress(group: str, m: dict, r: dict, n: int, total: int) -> None:
 def status(rc: int | None) -> str:
     if rc is None:
         return "timeout"
-    if rc in (1, 2):  # tests failed, or could not be collected (the mutant broke an import)
-        return "killed"
+    if rc in (1, 2, 3, 4):  # tests failed, or a test module no longer imports (a mutant
+        return "killed"  # that does not compile: pytest reports it as 2, 3 or 4)
     if rc == 0:
         return "survived"
-    return "error"  # pytest's internal/usage errors, the runner's own: not the tests' verdict
+    return "error"  # no tests collected, or the runner's own failure: not the tests' verdict

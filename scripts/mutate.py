@@ -121,9 +121,11 @@ def main() -> None:
         rows = [r for r in old["mutants_tested"] if r["group"] not in names] + rows
         order = [g["name"] for g in cfg["group"]]
         per_group.sort(key=lambda g: order.index(g["group"]) if g["group"] in order else 99)
-    for r in rows:  # the config's equivalents as they are now
+    for r in rows:  # pytest's codes and the config's equivalents as they are now
         why = is_equivalent(r, cfg.get("equivalent", []))
         r.pop("why", None)
+        if r["status"] in ("killed", "error"):
+            r["status"] = status(r["rc"])
         if r["status"] in ("survived", "equivalent"):
             r["status"] = "survived" if why is None else "equivalent"
             r |= {"why": why} if why is not None else {}
