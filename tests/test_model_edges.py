@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's convention)
 
-from vicmae.model.losses import lambda_schedule, reconstruction_loss
+from vicmae.engine.schedules import lambda_schedule
+from vicmae.model.losses import reconstruction_loss
 from vicmae.model.vicmae import ModelConfig, ViCMAE
 
 TINY = dict(arch="vit_pico_patch8", img_size=32, decoder_dim=32, decoder_depth=1, decoder_heads=2)
