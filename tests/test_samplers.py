@@ -9,7 +9,7 @@ import pytest
 
 from vicmae_data.load.crops import center_crop, draw_view_params, random_resized_crop, view_plan
 from vicmae_data.load.samplers import (
-    SAMPLING_MODES,
+    SAMPLERS,
     center,
     continuous,
     distant,
@@ -17,7 +17,6 @@ from vicmae_data.load.samplers import (
     rng_int,
     rng_next,
     rng_uniform,
-    sample_frames,
     splitmix64,
 )
 
@@ -270,16 +269,18 @@ def test_center_crop_even_origin_and_smallest_side() -> None:
     assert box.tolist() == [0, 0, 1, 1]
 
 
-def test_sample_frames_dispatches_by_mode_name() -> None:
+def test_samplers_are_dispatched_by_name() -> None:
+    """view_plan(name) makes the kernels call that sampler: the frames drawn first from the
+    sample's stream are the named reference's."""
+    settings = np.array([0.5, 1.0, 0.5, 1.0, 3 / 4, 4 / 3, 0.875])
     for name, fill in (("distant", lambda r: ref_distant(40, 3, r)),
                        ("continuous", lambda r: ref_continuous(40, 4, 3, r)),
                        ("center", lambda r: [6, 20, 33])):  # fmt: skip
-        out, rng = np.zeros(3, dtype=np.int64), state(6, 0, 1)
-        sample_frames(SAMPLING_MODES[name], 40, 4, 3, out, rng)
-        ref = RefRng(6, 0, 1)
-        assert out.tolist() == fill(ref), name
-        assert int(rng[0]) == ref.state, name
-    assert sorted(SAMPLING_MODES.values()) == [0, 1, 2]
+        params = np.zeros((3, 6), dtype=np.int32)
+        plan = view_plan(name, train=True, delta=4)
+        draw_view_params(6, 0, 1, 40, 64, 80, plan, settings, params, np.zeros(1, np.uint64))
+        assert params[:, 0].tolist() == fill(RefRng(6, 0, 1)), name
+    assert {"distant", "continuous", "center", "clip"} <= set(SAMPLERS)
 
 
 @pytest.mark.parametrize("delta", [0, 1])
@@ -318,13 +319,13 @@ def ref_view_params(seed, epoch, index, T, H, W, mode, delta, train, settings, V
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("mode", [0, 1])
 def test_draw_view_params_matches_reference(T: int, train: bool, mode: int) -> None:
+    plan = view_plan(("distant", "continuous")[mode], train=train, delta=5)
     # Video scale and image scale far apart, so that using the wrong one shows.
     settings = np.array([0.9, 1.0, 0.05, 0.1, 1 / 2, 2.0, 0.5])
     flips = set()
     for i in range(40):
         params = np.zeros((2, 6), dtype=np.int32)
-        draw_view_params(3, 1, i, T, 60, 90, mode, 5, train, settings, params,
-                         np.zeros(1, dtype=np.uint64))  # fmt: skip
+        draw_view_params(3, 1, i, T, 60, 90, plan, settings, params, np.zeros(1, np.uint64))
         ref = ref_view_params(3, 1, i, T, 60, 90, mode, 5, train, settings, 2)
         assert params.tolist() == ref, i
         flips |= set(params[:, 5].tolist())
