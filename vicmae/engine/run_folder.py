@@ -3,6 +3,8 @@
 Every job writes the same folder::
 
     RUN/config.yaml      the resolved config (also inside every checkpoint)
+    RUN/data.json        what it trains on: each .beton's size, samples, fingerprint,
+                         classes (:mod:`vicmae.engine.data_record`; checked by --resume)
     RUN/last.pt          the latest state: every epoch end, every run.ckpt_every_steps,
                          every run.ckpt_every_minutes, and when stopped by a signal
     RUN/best.pt          the state with the best validation metric so far (evaluations)
