@@ -202,7 +202,9 @@ def start_run(
             if resuming:
                 truncate_metrics(run_dir / "metrics.jsonl", int(state["step"]) if state else 0)
         run.write_config()
-    except (ValueError, OSError) as exc:
+    except OSError as exc:  # a read-only file system, a full disk
+        problem = RunFolderError(f"{run_dir}: cannot write the run folder ({os_cause(exc)})")
+    except ValueError as exc:
         problem = exc
     agree(info, problem)  # rank 0 wrote the folder, or every rank stops with its reason
     seed_everything(cfg.run.seed + info.rank)  # each rank draws its own masks and augmentations
