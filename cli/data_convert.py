@@ -303,6 +303,7 @@ def merge_cmd(
     """
     from vicmae_data.format.beton import BetonError
     from vicmae_data.write.beton_writer import BetonWriteError
+    from vicmae_data.write.lock import OutputLockedError
     from vicmae_data.write.merge import MergeWarning, merge
 
     for p in inputs:
@@ -313,7 +314,7 @@ def merge_cmd(
             result = merge(
                 inputs, out, relabel=relabel.value, num_workers=workers, skip_damaged=skip_damaged
             )
-        except (BetonError, BetonWriteError, ValueError, OSError) as exc:
+        except (BetonError, BetonWriteError, OutputLockedError, ValueError, OSError) as exc:
             fail(shown(str(exc)))
     for w in caught:
         if issubclass(w.category, MergeWarning):

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vicmae.config import AugmentConfig, ConfigError, FinetuneConfig, to_dict
+from vicmae.config import AugmentConfig, ConfigError, FinetuneConfig, parse_beton, to_dict
 from vicmae.engine.batching import probe_step
 from vicmae.engine.evaluation import (
     ClassifierEval,
@@ -157,7 +157,7 @@ def finetune(
     encoder, res, arch = load_encoder(m, cfg.data.resolution, drop_path=m.drop_path)
     if m.learn_pos_embed:
         encoder.learn_pos_embed()
-    classes = count_classes(cfg.data.betons[0], cfg.data.val_beton)
+    classes = count_classes([parse_beton(b)[0] for b in cfg.data.betons], cfg.data.val_beton)
     with start_run(cfg, "finetune", resume=resume, overwrite=overwrite,
                    allow_changes=allow_changes) as run:  # fmt: skip
         model = Classifier(encoder, classes, m.pool).to(run.device)

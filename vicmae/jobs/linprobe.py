@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (torch's convention)
 from torch import Tensor, nn
 
-from vicmae.config import ConfigError, LinprobeConfig, to_dict
+from vicmae.config import ConfigError, LinprobeConfig, parse_beton, to_dict
 from vicmae.engine.batching import probe_step
 from vicmae.engine.evaluation import (
     ClassifierEval,
@@ -102,7 +102,7 @@ def linprobe(
     # The checkpoint, resolution and labels are checked before the run starts.
     torch.manual_seed(cfg.run.seed)  # a random-init encoder is the same on every rank
     encoder, res, arch = load_encoder(cfg.model, cfg.data.resolution)
-    classes = count_classes(cfg.data.betons[0], cfg.data.val_beton)
+    classes = count_classes([parse_beton(b)[0] for b in cfg.data.betons], cfg.data.val_beton)
     with start_run(cfg, "linprobe", resume=resume, overwrite=overwrite,
                    allow_changes=allow_changes) as run:  # fmt: skip
         model = LinearProbe(encoder, classes, cfg.model.pool).to(run.device)
