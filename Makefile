@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSDEPS_STAMP := $(VENV)/.sysdeps
 
-.PHONY: install sysdeps test test-fast lint demo bench-loader bench-convert bench-train-gpu bundle bundle-rehearse gpu-check gpu-check-cpu clean
+.PHONY: install sysdeps test test-fast lint mutate demo bench-loader bench-convert bench-train-gpu bundle bundle-rehearse gpu-check gpu-check-cpu clean
 
 install: $(STAMP)
 
@@ -47,6 +47,14 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Mutation testing of the numerical core and the engine's wiring (README, "Development"):
+# about 30 minutes on 2 cores, so not part of `make test`. cosmic-ray makes the mutants;
+# it is installed here, not in the dev extras CI installs. Options pass through:
+# make mutate ARGS="--group loop --limit 10"
+mutate: install
+	$(PY) -m pip install --quiet 'cosmic-ray>=8.7,<9'
+	$(PY) scripts/mutate.py $(ARGS)
 
 demo: install
 	@bash scripts/demo.sh

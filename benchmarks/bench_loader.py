@@ -84,33 +84,45 @@ def cpu_model() -> str:
 # --- data -----------------------------------------------------------------------------
 
 
-def make_videos(out: Path, count: int, seconds: float, fps: int) -> list[Path]:
-    """``count`` h264 clips of 340x256, drawn by the synth module (or a fallback pattern)."""
-    try:
-        from vicmae_data.synth.media import render_clip
-    except ImportError:
-        render_clip = None
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    T = int(seconds * fps)
-    for i in range(count):
-        if render_clip is not None:
+def _write_clip(job: tuple[Path, int, int, int, bool]) -> Path:
+    """One generated h264 clip of 340x256 (a worker process's share of make_videos)."""
+    path, i, T, fps, footage = job
+    if footage:
+        from vicmae_data.synth.footage import render_footage
+
+        frames = render_footage(T, 256, 340, seed=i, fps=fps)
+    else:
+        try:
+            from vicmae_data.synth.media import render_clip
+
             frames = render_clip(i % 8, T, 256, 340, seed=i)
-        else:
+        except ImportError:
             rng = np.random.default_rng(i)
             base = rng.integers(0, 256, (256, 340, 3), dtype=np.uint8)
             frames = np.stack([np.roll(base, 4 * t, axis=1) for t in range(T)])
-        path = out / f"clip{i:03d}.mp4"
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = 340, 256, "yuv420p"
-            for f in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 340, 256, "yuv420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 container.mux(packet)
-        paths.append(path)
-    return paths
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def make_videos(
+    out: Path, count: int, seconds: float, fps: int, footage: bool = False, workers: int = 1
+) -> list[Path]:
+    """``count`` h264 clips of 340x256, drawn by the synth module (or a fallback pattern);
+    ``footage``: textured moving camera footage (:mod:`vicmae_data.synth.footage`, calibrated
+    to real Kinetics clips' h264 bytes per frame) instead of flat synthetic colour, which
+    h264 predicts from frame to frame almost for free."""
+    out.mkdir(parents=True, exist_ok=True)
+    T = int(seconds * fps)
+    jobs = [(out / f"clip{i:03d}.mp4", i, T, fps, footage) for i in range(count)]
+    with ProcessPoolExecutor(max(1, min(workers, os.cpu_count() or 1))) as pool:
+        return list(pool.map(_write_clip, jobs))
 
 
 def _transcode(path: Path):
@@ -540,7 +552,7 @@ def baseline_notes() -> dict[str, str]:
     return notes
 
 
-def clip_report(clip_runs: dict, load: str) -> dict:
+def clip_report(clip_runs: dict, load: str, footage: bool) -> dict:
     """loader.json's ``clips`` entry: clips/s and ratios per worker count, and the aims."""
     first_w = next(iter(clip_runs))
     results, derived = clip_runs[first_w]
@@ -553,6 +565,7 @@ def clip_report(clip_runs: dict, load: str) -> dict:
         "workers": first_w,
         "by_workers": {str(w): {"clips_per_s": r, **d} for w, (r, d) in clip_runs.items()},
         "clip": f"{CLIP_FRAMES} frames at stride {CLIP_STRIDE}, 224 x 224, one crop per clip",
+        "videos": "footage" if footage else "flat synthetic clips (render_clip)",
         "load_before": load,
         "targets": aims,
     }
@@ -595,6 +608,12 @@ def main() -> None:
     parser.add_argument("--num-videos", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length (Kinetics: 10 s)")
     parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument(
+        "--footage",
+        action="store_true",
+        help="generate textured camera-like footage (h264 bytes per frame as real Kinetics) "
+        "instead of flat synthetic clips; slower to generate; writes loader_footage.json",
+    )
     parser.add_argument("--repeat", type=int, default=8, help="epoch = videos x repeat")
     parser.add_argument(
         "--workers",
@@ -655,7 +674,10 @@ def main() -> None:
             if not videos:
                 raise SystemExit(f"error: no .mp4 files in {args.videos}")
         else:
-            videos = make_videos(tmp / "videos", args.num_videos, args.seconds, args.fps)
+            videos = make_videos(
+                tmp / "videos", args.num_videos, args.seconds, args.fps, args.footage,
+                max(args.workers),
+            )  # fmt: skip
             progress(f"{len(videos)} clips generated")
         beton = to_beton(videos, tmp / "bench.beton", max(args.workers), args.repeat)
         pairs = not args.clips_only
@@ -671,18 +693,21 @@ def main() -> None:
                     not args.no_baselines, args.scaling,
                 )  # fmt: skip
             if clips or args.clips_only:
+                # The baselines' epoch: every video, at least 64 clips (a few batches).
+                clip_videos = videos * -(-64 // len(videos))
                 clip_runs[w] = run_clips(
-                    beton, videos, w, args.batch_size, args.clip_rounds, not args.no_baselines
-                )
+                    beton, clip_videos, w, args.batch_size, args.clip_rounds,
+                    not args.no_baselines,
+                )  # fmt: skip
             # Written after every worker count: a run stopped later keeps these figures.
-            path = args.out / "loader.json"
+            path = args.out / ("loader_footage.json" if args.footage else "loader.json")
             if pairs:
                 report = make_report(runs, args, len(videos), notes, start)
             else:  # the pair figures stay as they were measured
                 report = json.loads(path.read_text()) if path.exists() else {}
             report["row_check_us_per_sample"] = row_check * 1e6
             if clip_runs:
-                report["clips"] = clip_report(clip_runs, load)
+                report["clips"] = clip_report(clip_runs, load, args.footage)
             path.write_text(json.dumps(report, indent=2) + "\n")
 
     print(f"\nload average before the run: {load}; CPU: {cpu_model()}")
@@ -690,7 +715,7 @@ def main() -> None:
         first_w = args.workers[0]
         chart(
             runs[first_w][0],
-            args.out / "loader.png",
+            args.out / ("loader_footage.png" if args.footage else "loader.png"),
             f"{len(videos)} clips, {first_w} workers, {cpu_model()}",
         )
     for w, (results, derived) in runs.items():
@@ -725,7 +750,7 @@ def main() -> None:
     for k, v in notes.items():
         print(f"{k}: {v}")
     targets = {**report.get("targets", {}), **report.get("clips", {}).get("targets", {})}
-    print(f"targets: {targets}; wrote {args.out / 'loader.json'}")
+    print(f"targets: {targets}; wrote {path}")
 
 
 if __name__ == "__main__":

@@ -207,13 +207,8 @@ def check_finetune_accum(device: torch.device, beton: Path, val: Path, cpu: bool
             f"data.num_workers={2 if cpu else 16}",
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    text = proc.stdout + proc.stderr
-    tail = text.strip().splitlines()[-5:]
-    # The engine's rework (issue 9) brings accumulation to fine-tuning; before it, the
-    # command rejects the micro-batch or step-limit key, and the check says so.
-    supported = not (proc.returncode == 2 and "unknown key" in text)
-    return {"ok": proc.returncode == 0, "accumulation_supported": supported,
-            "global_batch": batch, "micro_batch": micro,
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+    return {"ok": proc.returncode == 0, "global_batch": batch, "micro_batch": micro,
             "accumulation": batch // micro, "arch": arch, "exit": proc.returncode,
             "output_tail": tail, "command": " ".join(cmd[1:])}  # fmt: skip
 

@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import signal
 import warnings
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 
@@ -23,7 +25,13 @@ from vicmae_cli.common import err_console, fail, open_beton_or_fail
 from vicmae_cli.display import shown
 from vicmae_cli.progress import ConvertProgressView
 from vicmae_data.sources.registry import DATASETS, layouts_help
-from vicmae_data.write.settings import DEFAULT_METHOD, DEFAULT_QUALITY
+from vicmae_data.write.settings import (
+    DEFAULT_ITEM_TIMEOUT,
+    DEFAULT_MAX_SAMPLE_BYTES,
+    DEFAULT_METHOD,
+    DEFAULT_QUALITY,
+    DEFAULT_SHORT_SIDE,
+)
 
 console = Console(stderr=True)
 
@@ -63,7 +71,9 @@ def convert_command(
         None, "--workers", "-w", help="Worker processes (default: the CPU cores available)."
     ),
     short_side: int = typer.Option(
-        256, "--short-side", help="Resize so the short side is this (never upscales)."
+        DEFAULT_SHORT_SIDE,
+        "--short-side",
+        help="Resize so the short side is this (never upscales).",
     ),
     fps: str = typer.Option("native", "--fps", help="'native', or at most F frames/s."),
     max_frames: int | None = typer.Option(
@@ -74,7 +84,9 @@ def convert_command(
         DEFAULT_METHOD, "--method", help="WebP encoder effort 0..6: higher is smaller, slower."
     ),
     max_sample_mb: float = typer.Option(
-        512, "--max-sample-mb", help="Stop a video's frames at this many MB (warns)."
+        DEFAULT_MAX_SAMPLE_BYTES >> 20,
+        "--max-sample-mb",
+        help="Stop a video's frames at this many MB (warns).",
     ),
     shard: str = typer.Option("0/1", "--shard", help="Convert only shard K of N, as K/N."),
     limit: int | None = typer.Option(None, "--limit", help="Convert only the first N items."),
@@ -88,7 +100,7 @@ def convert_command(
         None, "--holdout-out", help="The .beton for the held-out items (with --holdout)."
     ),
     item_timeout: float = typer.Option(
-        600,
+        DEFAULT_ITEM_TIMEOUT,
         "--item-timeout",
         help="Seconds one item may take; one that takes longer is stopped and skipped.",
     ),
@@ -127,75 +139,33 @@ def convert_command(
             --out k400-${SLURM_ARRAY_TASK_ID}.beton
         vicmae-data merge k400-*.beton --out k400.beton
     """
-    from vicmae_data.oserror import os_cause
-    from vicmae_data.sources.layouts import LayoutError
-    from vicmae_data.write.convert import ConvertError, convert, parse_shard
-    from vicmae_data.write.lock import OutputLockedError
-    from vicmae_data.write.parts import SettingsChangedError
-    from vicmae_data.write.report import OutputExistsError
+    from vicmae_data.write.convert import convert, parse_fps, parse_shard
 
     try:
-        fps_cap = None if fps.strip().lower() == "native" else float(fps)
-        shard_kn = parse_shard(shard)
+        fps_cap, shard_kn = parse_fps(fps), parse_shard(shard)
     except ValueError as exc:
-        fail(
-            str(exc) if "shard" in str(exc) else f"--fps must be 'native' or a number, got {fps!r}"
-        )
-    if root is None:
-        root = Path("data") / dataset
+        fail(str(exc))
     logging.basicConfig(
         level=logging.WARNING, handlers=[RichHandler(console=console)], format="%(message)s"
     )
-    previous = signal.signal(signal.SIGTERM, _terminate)  # Slurm's scancel, a time limit
     view = ConvertProgressView(console, log_every)
     try:
-        report = convert(
-            dataset,
-            root,
-            out,
-            split=split,
-            workers=workers,
-            short_side=short_side,
-            fps=fps_cap,
-            max_frames=max_frames,
-            quality=quality,
-            method=method,
-            max_sample_bytes=int(max_sample_mb * (1 << 20)),
-            shard=shard_kn,
-            limit=limit,
-            holdout=holdout,
-            holdout_out=holdout_out,
-            item_timeout=item_timeout,
-            overwrite=overwrite,
-            restart=restart,
-            progress=view.update,
-            variant=variant,
-        )
-    except (
-        LayoutError,
-        ValueError,
-        SettingsChangedError,
-        OutputExistsError,
-        OutputLockedError,
-    ) as exc:
-        view.stop()
-        fail(shown(str(exc)))
-    except ConvertError as exc:
-        view.stop()
-        fail(shown(str(exc)), code=1)
-    except OSError as exc:
-        view.stop()
-        where = f" ({shown(str(exc.filename))})" if exc.filename else ""
-        fail(f"{os_cause(exc)}{where}; rerun the same command to resume", code=1)
-    except _Terminated:
-        view.stop()
-        fail("terminated (SIGTERM); rerun the same command to resume", code=143)
-    except KeyboardInterrupt:
-        view.stop()
-        fail("interrupted; rerun the same command to resume", code=130)
+        with _sigterm_raises():  # Slurm's scancel, a time limit: unwind like Ctrl-C
+            report = convert(
+                dataset, root or Path("data") / dataset, out, split=split, workers=workers,
+                short_side=short_side, fps=fps_cap, max_frames=max_frames, quality=quality,
+                method=method, max_sample_bytes=int(max_sample_mb * (1 << 20)), shard=shard_kn,
+                limit=limit, holdout=holdout, holdout_out=holdout_out, item_timeout=item_timeout,
+                overwrite=overwrite, restart=restart, progress=view.update, variant=variant,
+            )  # fmt: skip
+    except (Exception, _Terminated, KeyboardInterrupt) as exc:
+        view.stop()  # the bar goes before the error line
+        failure = _failure(exc)
+        if failure is None:
+            raise  # not a user's mistake: the traceback is what a bug report needs
+        fail(*failure)
     finally:
         view.stop()
-        signal.signal(signal.SIGTERM, previous)
     if report.up_to_date:
         Console().print(
             f"{shown(report.out)} is already complete ({report.written:,} samples, report "
@@ -205,6 +175,41 @@ def convert_command(
         )
         return
     _summary(report)
+
+
+def _failure(exc: BaseException) -> tuple[str, int] | None:
+    """The one line and exit status for what stopped a conversion, chosen by its type:
+    2 refused before any work, 1 failed while working (rerun to resume); None: a bug."""
+    from vicmae_data.oserror import os_cause
+    from vicmae_data.sources.layouts import LayoutError
+    from vicmae_data.write.convert import ConvertError
+    from vicmae_data.write.lock import OutputLockedError
+    from vicmae_data.write.parts import SettingsChangedError
+    from vicmae_data.write.report import OutputExistsError
+
+    if isinstance(exc, _Terminated):
+        return "terminated (SIGTERM); rerun the same command to resume", 143
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted; rerun the same command to resume", 130
+    if isinstance(exc, ConvertError):  # its message says what to do
+        return shown(str(exc)), 1
+    if isinstance(exc, OSError):  # one the library did not put in words
+        where = f" ({shown(str(exc.filename))})" if exc.filename else ""
+        return f"{os_cause(exc)}{where}; rerun the same command to resume", 1
+    refused = (LayoutError, SettingsChangedError, OutputExistsError, OutputLockedError, ValueError)
+    if isinstance(exc, refused):
+        return shown(str(exc)), 2
+    return None
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Within the block SIGTERM raises :class:`_Terminated`, so the workers are stopped."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Terminated(BaseException):
@@ -298,6 +303,7 @@ def merge_cmd(
     """
     from vicmae_data.format.beton import BetonError
     from vicmae_data.write.beton_writer import BetonWriteError
+    from vicmae_data.write.lock import OutputLockedError
     from vicmae_data.write.merge import MergeWarning, merge
 
     for p in inputs:
@@ -308,7 +314,7 @@ def merge_cmd(
             result = merge(
                 inputs, out, relabel=relabel.value, num_workers=workers, skip_damaged=skip_damaged
             )
-        except (BetonError, BetonWriteError, ValueError, OSError) as exc:
+        except (BetonError, BetonWriteError, OutputLockedError, ValueError, OSError) as exc:
             fail(shown(str(exc)))
     for w in caught:
         if issubclass(w.category, MergeWarning):

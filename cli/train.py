@@ -11,9 +11,10 @@ Errors are one line; a job stopped by SIGTERM/SIGUSR1 saves `last.pt` and exits 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,13 @@ def _check_betons(items: list[str]) -> None:
     """Fail in one line, before any set-up, on a missing or unreadable .beton."""
     from vicmae.config import parse_beton
     from vicmae_data import BetonError, BetonFile
+    from vicmae_data.oserror import not_a_file
 
     for item in items:
         path, _ = parse_beton(item)
-        if not Path(path).is_file():
-            fail(f"{path}: no such .beton file")
+        why = not_a_file(path)
+        if why is not None:  # a folder or a FIFO is named as what it is
+            fail(f"{path}: {'no such .beton file' if why == 'no such file' else why}")
         try:
             BetonFile(path)
         except BetonError as exc:
@@ -98,7 +101,8 @@ VAL_BETON = typer.Option(None, "--val-beton", help="Validation .beton (data.val_
 OUT = typer.Option(None, "--out", "-o", help="Run folder (run.out).")
 RESUME = typer.Option(
     False, "--resume", help="Continue the run in --out (or the run folder / checkpoint given "
-    "as the next argument) with its saved config; other settings are refused."
+    "as the next argument) with its saved config; other settings are refused. It trains to "
+    "the end: run.max_steps is not carried over (give it again to stop earlier)."
 )  # fmt: skip
 OVERWRITE = typer.Option(
     False, "--overwrite", help="Start again in an --out that holds a run (replaces it)."
@@ -349,6 +353,9 @@ def export_timm_cmd(
         help="Add a zero 1000-class classifier head (pretraining trains none), so that timm "
         "loads the file strictly with num_classes=1000.",
     ),
+    allow_non_finite: bool = typer.Option(
+        False, "--allow-non-finite", help="Write weights that hold NaN or infinity (warns)."
+    ),
 ) -> None:
     """Write the encoder as a timm ViT state dict and print the timm call that loads it.
 
@@ -358,17 +365,26 @@ def export_timm_cmd(
     Example: vicmae export timm --checkpoint runs/k400/last.pt --out vit.pth
     """
     from vicmae.export import POOLS, export_timm, timm_create_args, timm_create_call
+    from vicmae_data.oserror import not_a_file
 
-    if not checkpoint.is_file():
-        fail(f"{checkpoint}: no such checkpoint")
+    why = not_a_file(checkpoint)
+    if why is not None:  # a folder or a FIFO is named as what it is
+        fail(f"{checkpoint}: {'no such checkpoint' if why == 'no such file' else why}")
     if pool not in POOLS:
         fail(f"--pool must be one of {', '.join(POOLS)}, got {pool!r}")
     if out.exists() and not force:
         fail(f"{out} exists; pass --force to overwrite it")
-    try:
-        info = export_timm(checkpoint, out, arch=arch, head_classes=1000 if with_head else None)
-    except (KeyError, ValueError, RuntimeError) as exc:
-        fail(f"{checkpoint}: cannot export ({exc})")
+    with _warnings_shown():
+        try:
+            info = export_timm(
+                checkpoint,
+                out,
+                arch=arch,
+                allow_non_finite=allow_non_finite,
+                head_classes=1000 if with_head else None,
+            )
+        except (KeyError, ValueError, RuntimeError) as exc:
+            fail(f"{checkpoint}: cannot export ({exc})")
     if info["arch"] is None:
         fail(f"{checkpoint}: wrote {out}, but the encoder's size has no name here; pass --arch")
     try:
@@ -442,6 +458,20 @@ def eval_cmd(
         f"eval: {'  '.join(parts)}  ({k} x {j} views, {result['test_samples']} samples; {out})",
         highlight=False, soft_wrap=True,
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _warnings_shown() -> Iterator[None]:
+    """The library's warnings (log records) on stderr, one line each, while the block runs."""
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger = logging.getLogger("vicmae")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 @app.command("plot")

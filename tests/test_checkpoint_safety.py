@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae.engine.checkpoint import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from media import make_tiny_beton
 from PIL import Image
-from tiny_data import make_tiny_beton
 from typer.testing import CliRunner
 
 import vicmae

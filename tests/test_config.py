@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from vicmae.config import (
+    JOB_CONFIGS,
     ConfigError,
+    FinetuneConfig,
     OptimConfig,
     TrainConfig,
     dump_yaml,
@@ -17,8 +21,7 @@ from vicmae.config import (
     to_dict,
 )
 from vicmae.engine.batching import accumulation
-from vicmae.engine.schedules import per_step, scaled_lr, warmup_cosine
-from vicmae.model.losses import lambda_schedule
+from vicmae.engine.schedules import lambda_schedule, per_step, scaled_lr, warmup_cosine
 
 
 def test_defaults_are_the_papers():
@@ -102,6 +105,23 @@ def test_config_is_frozen():
         cfg.model = None  # type: ignore[misc]
 
 
+def test_default_out_names_each_job_by_its_kind():
+    """A job without --out writes runs/KIND (an evaluation: beside its checkpoint), so a
+    new evaluation job gets its own folder, not another job's."""
+    for kind, cls in JOB_CONFIGS.items():
+        assert load_config(None, [], cls=cls).run.out == os.path.join("runs", kind)
+
+    @dataclasses.dataclass(frozen=True)
+    class EvalConfig(FinetuneConfig):  # what a new evaluation job declares
+        kind: ClassVar[str] = "eval"
+
+    ckpt = os.path.join("runs", "k400", "last.pt")
+    cfg = load_config(None, [f"model.checkpoint={ckpt}"], cls=EvalConfig)
+    assert cfg.run.out == os.path.join("runs", "k400", "eval")
+    cfg = load_config(None, [f"model.checkpoint={ckpt}", "model.random_init=true"], cls=EvalConfig)
+    assert cfg.run.out == os.path.join("runs", "k400", "eval_random_init")
+
+
 def test_accumulation_makes_the_effective_batch():
     assert accumulation(OptimConfig(batch_size=4096, micro_batch=64), 8) == (64, 8)
     assert accumulation(OptimConfig(batch_size=32), 1) == (32, 1)
@@ -123,6 +143,15 @@ def test_warmup_cosine_at_known_steps():
     assert lr[s] == pytest.approx(expected)
     assert np.all(np.diff(lr[20:]) < 0) and lr[-1] > 0.1
     assert scaled_lr(1.5e-4, 4096) == pytest.approx(2.4e-3)
+
+
+def test_lambda_schedule_paper_step_and_ramp() -> None:
+    assert lambda_schedule(0.0) == 0.0
+    assert lambda_schedule(199.99) == 0.0
+    assert lambda_schedule(200.0) == 0.025
+    assert lambda_schedule(799.0) == 0.025
+    assert lambda_schedule(5.0, start_epoch=2, weight=0.1, ramp_epochs=6) == pytest.approx(0.05)
+    assert lambda_schedule(9.0, start_epoch=2, weight=0.1, ramp_epochs=6) == 0.1
 
 
 def test_lambda_per_step():

@@ -15,8 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from media import write_class_clips
 from PIL import Image
-from tiny_data import write_class_clips
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from media import write_class_clips
 from PIL import Image
-from tiny_data import write_class_clips
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app
@@ -231,6 +231,7 @@ def test_a_second_job_on_the_same_output_is_refused_and_sigterm_leaves_nothing(
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.slow
 def test_sigkill_leaves_no_process_behind_and_the_rerun_resumes(slow_clips, tmp_path):
     out = tmp_path / "o.beton"
     first = start_cli(slow_clips, out, "--workers", "2", *SLOW)

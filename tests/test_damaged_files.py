@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_data import make_tiny_beton
+from media import make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app
@@ -106,6 +106,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_no_reader_crashes_on_a_damaged_file(damaged):
     good, files = damaged
     result = subprocess.run(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 
@@ -10,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from media import webp
 
 from vicmae_data.format.beton import Sample
 from vicmae_data.format.frames import FrameList
@@ -29,18 +28,12 @@ def pixels(sample: int, frame: int, hw: tuple[int, int]) -> np.ndarray:
     return rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
 
 
-def webp(a: np.ndarray, lossless: bool = True) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(a).save(out, format="WEBP", lossless=lossless, quality=90)
-    return out.getvalue()
-
-
 def make_samples(n: int) -> list[Sample]:
     """Every third sample an image (T = 1, another size), the others 2..7-frame videos."""
     samples = []
     for s in range(n):
         T, hw = (1, IMAGE_HW) if s % 3 == 0 else (2 + s % 6, VIDEO_HW)
-        frames = [webp(pixels(s, t, hw)) for t in range(T)]
+        frames = [webp(pixels(s, t, hw), quality=90, lossless=True) for t in range(T)]
         samples.append(Sample(FrameList(frames, *hw), s, {"sample": s}))
     return samples
 
@@ -137,7 +130,7 @@ def test_eval_mode_center_frame_and_crop(tmp_path, caplog) -> None:
 
 def test_libwebp_bindings_full_and_cropped() -> None:
     a = pixels(7, 0, (64, 80))
-    lossless = np.frombuffer(webp(a), np.uint8)
+    lossless = np.frombuffer(webp(a, quality=90, lossless=True), np.uint8)
     wh = np.zeros(2, np.int32)
     assert libwebp.get_info(lossless, wh) == 1 and wh.tolist() == [80, 64]
     out = np.zeros(64 * 80 * 3, np.uint8)
@@ -149,7 +142,7 @@ def test_libwebp_bindings_full_and_cropped() -> None:
     np.testing.assert_array_equal(crop.reshape(20, 30, 3), a[10:30, 6:36])
     # Lossy: the cropped decode matches the full one but for chroma upsampling at the edge.
     smooth = cv2.GaussianBlur(a, (0, 0), 3)
-    lossy = np.frombuffer(webp(smooth, lossless=False), np.uint8)
+    lossy = np.frombuffer(webp(smooth, quality=90), np.uint8)
     assert libwebp.decode_rgb_into(lossy, out, 64, 80) == 1
     assert libwebp.decode_crop_into(lossy, config, crop, 10, 6, 20, 30) == 1
     diff = np.abs(crop.reshape(20, 30, 3).astype(int) - out.reshape(64, 80, 3)[10:30, 6:36])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -80,6 +81,7 @@ def _authors_rank_loss(rank: int) -> float:
     return total / (2 * N_LOCAL)
 
 
+@pytest.mark.slow
 def test_gathered_contrastive_forms_equal_their_references(tmp_path: Path) -> None:
     mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]

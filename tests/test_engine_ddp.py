@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton
 
 from vicmae.config import load_config, to_dict
 from vicmae.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -48,11 +48,7 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("ddp")
     beton = make_tiny_beton(root / "tiny.beton")
     torch.manual_seed(0)
-    model = [
-        "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
-        "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-    ]  # fmt: skip
-    cfg = load_config(None, model)
+    cfg = load_config(None, [*TINY_MODEL, "data.resolution=32"])
     ckpt = save_checkpoint(
         root / "pretrained" / "last.pt",
         {"kind": "pretrain", "model": ViCMAE(cfg.model).state_dict(), "config": to_dict(cfg),
@@ -84,3 +80,51 @@ def test_two_ranks_stopped_and_resumed_equal_uninterrupted(kind, data, tmp_path)
         ra, rb = (json.loads((d / "result.json").read_text()) for d in (full, part))
         assert ra["val_top1"] == rb["val_top1"] and ra["val_samples"] == 32  # each sample once
         assert (full / "best.pt").is_file() and "val_top5" not in ra  # 2 classes: no top-5
+
+
+def _two_nodes(*args: str) -> list[tuple[int, str]]:
+    """``tests/ddp_resume_job.py ARGS`` as 2 nodes x 1 process: two torchrun launches that
+    meet through the c10d rendezvous on 127.0.0.1, as two machines of a cluster would."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    procs = []
+    for node in (0, 1):
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+            "--node_rank", str(node), "--nproc_per_node", "1", "--rdzv_backend", "c10d",
+            "--rdzv_endpoint", endpoint, "--rdzv_id", "two-nodes", "--local_addr", "127.0.0.1",
+            str(JOB), *args,
+        ]  # fmt: skip
+        procs.append(
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        )
+    out = []
+    try:
+        for p in procs:
+            text, _ = p.communicate(timeout=900)
+            out.append((p.returncode, text.decode(errors="replace")))
+    finally:
+        for p in procs:
+            p.kill()
+    return out
+
+
+@pytest.mark.slow
+def test_two_nodes_stopped_and_resumed_equal_uninterrupted(data, tmp_path):
+    """A pretraining job on 2 nodes x 1 process (torchrun's c10d rendezvous): the
+    uninterrupted run and a run stopped at step 3, then a new launch of both nodes that
+    resumes it; the two end equal, loss for loss and weight for weight."""
+    beton, pretrained = data
+    args = ["pretrain", str(beton), str(pretrained), str(tmp_path), "3"]
+    for phase in ("first", "resume"):
+        for code, text in _two_nodes(*args, phase):
+            assert code == 0, text[-4000:]
+    full, part = tmp_path / "full", tmp_path / "part"
+    a, b = _rows(full), _rows(part)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 9))
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("loss", "loss_recon", "loss_contrastive", "lr", "lambda"):
+            assert ra[key] == rb[key], (ra["step"], key)
+    sa, sb = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
+    assert len(sa["rng"]) == len(sb["rng"]) == 2  # both nodes' RNG saved
+    assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])

@@ -10,17 +10,14 @@ from importlib.util import find_spec
 
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae_cli.train import app
 
 runner = CliRunner()
-TINY = [
-    "model.arch=vit_pico_patch8", "model.decoder_dim=32", "model.decoder_depth=1",
-    "model.decoder_heads=2", "model.projector_dims=[64,64,64]", "optim.batch_size=8",
-    "optim.epochs=1", "optim.warmup_epochs=0", "data.num_workers=1", "run.progress=false",
-]  # fmt: skip
+TINY = [*TINY_MODEL, "optim.batch_size=8", "optim.epochs=1", "optim.warmup_epochs=0",
+        "data.num_workers=1", "run.progress=false"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,15 @@ from pathlib import Path
 
 import pytest
 from ffcv.loader.epoch_iterator import EpochIterator
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton
 
 from vicmae.engine.checkpoint import load_checkpoint
 from vicmae.engine.signals import REQUEUE_EXIT_CODE
 from vicmae_data import make_loader
 
 TINY = [
-    "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
-    "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-    "optim.batch_size=8", "optim.warmup_epochs=1", "loss.contrastive_start_epoch=0",
-    "run.progress=false", "run.log_every_steps=1",
+    *TINY_MODEL, "data.resolution=32", "optim.batch_size=8", "optim.warmup_epochs=1",
+    "loss.contrastive_start_epoch=0", "run.progress=false", "run.log_every_steps=1",
 ]  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from vicmae.engine.checkpoint import rng_state
+from vicmae.engine.evaluation import encoder_features
 from vicmae.export import export_timm, timm_create_args, timm_create_call
 from vicmae.model.vicmae import ModelConfig, ViCMAE
 from vicmae.model.vit import ViTEncoder
@@ -96,7 +97,8 @@ def test_export_round_trip_equals_timm_features(trained_model: ViCMAE, tmp_path:
         torch.testing.assert_close(vit.forward_features(imgs), ours)
         torch.testing.assert_close(vit.forward_head(vit.forward_features(imgs), True), ours[:, 0])
         # features only: num_classes=0 drops the head, loads the encoder
-        torch.testing.assert_close(_timm(out, num_classes=0)(imgs), trained_model.features(imgs))
+        cls = encoder_features(trained_model.encoder, imgs, "cls")
+        torch.testing.assert_close(_timm(out, num_classes=0)(imgs), cls)
 
 
 def test_export_from_state_dict_module_and_ddp_keys(trained_model: ViCMAE, tmp_path: Path) -> None:
@@ -112,7 +114,7 @@ def test_export_from_state_dict_module_and_ddp_keys(trained_model: ViCMAE, tmp_p
     with torch.no_grad():
         torch.testing.assert_close(
             _timm(tmp_path / "b.pth", num_classes=0)(torch.zeros(1, 3, 32, 32)),
-            trained_model.features(torch.zeros(1, 3, 32, 32)),
+            encoder_features(trained_model.encoder, torch.zeros(1, 3, 32, 32), "cls"),
         )
 
 
@@ -141,7 +143,7 @@ def _ours(model: ViCMAE, img_size: int, pool: str, imgs: torch.Tensor) -> torch.
     at_size = ViCMAE(dataclasses.replace(model.cfg, img_size=img_size)).eval()
     at_size.load_state_dict(model.state_dict())
     with torch.no_grad():
-        return at_size.features(imgs, pool=pool)
+        return encoder_features(at_size.encoder, imgs, pool)
 
 
 def _export_cli(ckpt: Path, out: Path, *extra: str) -> list[str]:

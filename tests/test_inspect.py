@@ -5,12 +5,12 @@ Frames are lossless WebP (libwebp through Pillow), so a round trip must be exact
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from media import webp
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -51,12 +51,6 @@ def _frames(seed: int, t: int, h: int, w: int) -> np.ndarray:
     return out
 
 
-def _webp(frame: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="WEBP", lossless=True)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> tuple[Path, list[np.ndarray], list[Sample]]:
     """A .beton of LAYOUT, the decoded frames it holds, and the samples written."""
@@ -74,7 +68,9 @@ def toy(tmp_path_factory) -> tuple[Path, list[np.ndarray], list[Sample]]:
             "partial": i == 2,
         }
         arrays.append(frames)
-        samples.append(Sample(FrameList([_webp(f) for f in frames], h, w), label, meta))
+        samples.append(
+            Sample(FrameList([webp(f, lossless=True) for f in frames], h, w), label, meta)
+        )
     path = tmp_path_factory.mktemp("inspect") / "toy.beton"
     write_beton(path, samples)
     return path, arrays, samples

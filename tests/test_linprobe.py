@@ -7,22 +7,22 @@ import json
 import numpy as np
 import pytest
 import torch
+from media import TINY_MODEL, make_tiny_beton
 from PIL import Image
-from tiny_data import make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae.config import AugmentConfig, FinetuneConfig, LinprobeConfig, load_config, to_dict
 from vicmae.engine.checkpoint import load_checkpoint, save_checkpoint
 from vicmae.engine.evaluation import accuracy, classification_metrics, encoder_features
+from vicmae.engine.step_info import StepInfo
 from vicmae.jobs.finetune import Classifier, FinetuneLoss
 from vicmae.model.vicmae import ViCMAE
 from vicmae.model.vit import ViTEncoder
 from vicmae_cli.train import app
+from vicmae_data import to_model_input
+from vicmae_data.load.batch import Batch
 
-TINY = [
-    "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
-    "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-]  # fmt: skip
+TINY = [*TINY_MODEL, "data.resolution=32"]
 SHORT = ["--batch-size", "8", "--epochs", "3", "optim.warmup_epochs=1", "data.num_workers=1",
          "run.progress=false", "run.log_every_steps=2"]  # fmt: skip
 runner = CliRunner()
@@ -186,10 +186,27 @@ def test_finetune_augmentations_are_timms_and_draw_per_sample():
     out = [ra(img, (0, 0, 0, i)) for i in range(8)]
     assert out[0].shape == (1, 32, 32, 3) and out[0].dtype == np.uint8
     assert len({o.tobytes() for o in out}) > 4
-    # Random erasing on the normalised batch, on its device: p=1 erases in every sample.
-    from timm.data.random_erasing import RandomErasing
-
-    erase = RandomErasing(1.0, mode="pixel", max_count=1, device="cpu")
-    x = torch.zeros(4, 3, 32, 32)
-    assert all((erase(x.clone())[i] != 0).any() for i in range(4))
     assert loss.erase.probability == 0.25 and loss.erase.mode == "pixel"
+
+
+def test_finetune_loss_erases_a_patch_of_every_sample_it_is_given():
+    """Random erasing, ours in the loss's own pass: at p=1 each sample the model sees has a
+    patch of noise on the normalised grey it was given; off, the sample is untouched."""
+    batch = Batch(torch.full((4, 1, 3, 32, 32), 128, dtype=torch.uint8),
+                  torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.bool))  # fmt: skip
+    grey = to_model_input(batch, "cpu", image_augment=False)[:, 0]  # (4, 3, 32, 32)
+    seen = []
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.clone())
+        return torch.zeros(len(x), 4, requires_grad=True)
+
+    plain = dict(randaugment="", mixup=0.0, cutmix=0.0, label_smoothing=0.0)
+    for reprob in (1.0, 0.0):
+        aug = AugmentConfig(**plain, reprob=reprob)
+        loss = FinetuneLoss(aug, 4, torch.device("cpu"), clips=False)
+        loss(model, batch, StepInfo(0, 0, 0, 0, 0))
+    erased, untouched = seen
+    changed = (erased != grey).any(dim=1)  # (4, 32, 32): pixels the noise replaced
+    assert all(0 < int(c.sum()) < 32 * 32 for c in changed)  # a patch of each, not all
+    assert torch.equal(untouched, grey)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from media import TINY_MODEL
 
 from vicmae.config import ConfigError, EvalModelConfig, load_config, to_dict
 from vicmae.engine.checkpoint import save_checkpoint
@@ -11,10 +12,7 @@ from vicmae.engine.evaluation import load_encoder
 from vicmae.model.vicmae import ViCMAE
 from vicmae.model.vit import ViTEncoder
 
-TINY = [
-    "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
-    "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-]  # fmt: skip
+TINY = [*TINY_MODEL, "data.resolution=32"]
 
 
 def _checkpoint(path, keep=lambda key: True):

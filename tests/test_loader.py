@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from media import webp
 
 from vicmae_data import make_loader
 from vicmae_data.format.beton import BetonError, BetonFile, Sample
@@ -19,12 +17,6 @@ from vicmae_data.load.order import block_shuffle_order
 from vicmae_data.write.beton_writer import write_beton
 
 RES = 16
-
-
-def webp(a: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(a).save(out, format="WEBP", quality=80)
-    return out.getvalue()
 
 
 def write(path, n: int, T: int, label0: int) -> str:

@@ -11,7 +11,6 @@ from torch.nn.functional import cross_entropy, normalize
 from vicmae.model.losses import (
     contrastive_loss,
     cross_view_info_nce,
-    lambda_schedule,
     nt_xent,
     reconstruction_loss,
 )
@@ -132,12 +131,3 @@ def test_reconstruction_loss_reference(norm_pix: bool) -> None:
     per_patch = ((pred - t) ** 2).mean(-1)  # (2, 6)
     ref = per_patch[mask.bool()].mean()
     torch.testing.assert_close(reconstruction_loss(pred, target, mask, norm_pix), ref)
-
-
-def test_lambda_schedule_paper_step_and_ramp() -> None:
-    assert lambda_schedule(0.0) == 0.0
-    assert lambda_schedule(199.99) == 0.0
-    assert lambda_schedule(200.0) == 0.025
-    assert lambda_schedule(799.0) == 0.025
-    assert lambda_schedule(5.0, start_epoch=2, weight=0.1, ramp_epochs=6) == pytest.approx(0.05)
-    assert lambda_schedule(9.0, start_epoch=2, weight=0.1, ramp_epochs=6) == 0.1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_data import write_mixed_folder
+from media import noise, webp, write_mixed_folder
 
 from vicmae_data import ClassMapError, check_same_classes, class_map, class_names
 from vicmae_data.format import tables
@@ -215,10 +215,8 @@ def test_a_one_frame_video_is_loaded_as_a_video(tmp_path):
 
 
 def test_the_decoder_crops_a_one_frame_video_with_the_video_range(tmp_path):
-    import io
 
     import cv2
-    from PIL import Image
 
     from vicmae_data import make_loader
     from vicmae_data.format.beton import Sample
@@ -228,16 +226,10 @@ def test_the_decoder_crops_a_one_frame_video_with_the_video_range(tmp_path):
 
     res, hw = 8, (40, 56)
 
-    def noise(s: int) -> np.ndarray:
-        return np.random.default_rng(s).integers(0, 256, (*hw, 3), dtype=np.uint8)
-
-    def lossless(a: np.ndarray) -> bytes:
-        out = io.BytesIO()
-        Image.fromarray(a).save(out, format="WEBP", lossless=True)
-        return out.getvalue()
-
     # Samples 0..3 are one-frame videos, 4..7 one-frame images (the manifest says which).
-    samples = [Sample(FrameList([lossless(noise(s))], *hw), s, {}) for s in range(8)]
+    samples = [
+        Sample(FrameList([webp(noise(s, *hw), lossless=True)], *hw), s, {}) for s in range(8)
+    ]
     manifest = Manifest(classes=tuple(f"c{i}" for i in range(8)), images=((4, 8),))
     path = tmp_path / "m.beton"
     write_beton(path, samples, manifest=manifest)
@@ -249,7 +241,7 @@ def test_the_decoder_crops_a_one_frame_video_with_the_video_range(tmp_path):
         assert bool(batch.is_image[row]) == image
         params = sample_params(decoder, s, 1, *hw, 0, image=image)
         for v, (_, top, left, h, w, flip) in enumerate(params.tolist()):
-            crop = noise(s)[top : top + h, left : left + w]
+            crop = noise(s, *hw)[top : top + h, left : left + w]
             # The loader's rule: bilinear below a 2x downscale, area from 2x on.
             method = cv2.INTER_AREA if max(h, w) / res >= 2 else cv2.INTER_LINEAR
             view = cv2.resize(crop, (res, res), interpolation=method)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from media import webp
 
 from vicmae_data import make_loader
 from vicmae_data.format.beton import Sample
@@ -19,12 +18,6 @@ from vicmae_data.write.beton_writer import write_beton
 
 RES = 16
 PMD = 2 * 1024 * 1024  # the largest granule a file-backed fault maps on x86-64 and arm64
-
-
-def webp(a: np.ndarray, quality: int = 80) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(a).save(out, format="WEBP", quality=quality)
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +40,9 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int, int]:
     reads 2. Returns (path, samples, bytes of the largest sample)."""
     path = tmp_path_factory.mktemp("memory") / "big.beton"
     rng = np.random.default_rng(0)
-    pool = [webp(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), 100) for _ in range(8)]
+    pool = [
+        webp(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), quality=100) for _ in range(8)
+    ]
     samples = []
     for i in range(120):
         frames = [pool[(i + t) % len(pool)] for t in range(8)]
@@ -79,6 +74,7 @@ def test_bad_memory_mode(small) -> None:
         make_loader(small, 4, num_workers=1, os_cache=True)  # the old switch is gone
 
 
+@pytest.mark.slow
 def test_resident_memory_bounded_by_batch_not_file(big) -> None:
     path, n, sample_bytes = big
     B, V = 2, 2

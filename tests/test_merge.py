@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from media import noise, webp
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app
@@ -23,15 +21,6 @@ runner = CliRunner()
 
 VIDEO_CLASSES = ["abseiling", "bowling", "cartwheeling"]
 IMAGE_CLASSES = ["n01440764", "n01443537"]
-
-
-def _webp(seed: int, h: int, w: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
-        buf, format="WEBP", quality=80
-    )
-    return buf.getvalue()
 
 
 def _write(path: Path, dataset: str, classes: list[str], labels: list[int], frames: int) -> Path:
@@ -50,7 +39,7 @@ def _write(path: Path, dataset: str, classes: list[str], labels: list[int], fram
             "width": w,
             "partial": False,
         }
-        webps = [_webp(seed + t, h, w) for t in range(frames)]
+        webps = [webp(noise(seed + t, h, w)) for t in range(frames)]
         samples.append(Sample(FrameList(webps, h, w), label, meta))
     return write_beton(path, samples)
 

@@ -13,7 +13,7 @@ from torch import nn
 from vicmae.engine.param_groups import param_groups
 from vicmae.model.losses import contrastive_loss
 from vicmae.model.pos_embed import sincos_2d
-from vicmae.model.vicmae import ModelConfig, ViCMAE, patchify, unpatchify
+from vicmae.model.vicmae import ModelConfig, ViCMAE, patchify
 from vicmae.model.vit import ViTArch, ViTEncoder, vit_arch
 
 TINY = dict(arch="vit_pico_patch8", img_size=32, decoder_dim=32, decoder_depth=1, decoder_heads=2)
@@ -113,13 +113,15 @@ def test_reconstruction_loss_counts_masked_patches_only() -> None:
     assert model.forward_loss(imgs, pred, mask).item() == pytest.approx(1.0 / 10)
 
 
-def test_patchify_matches_mae_layout_and_unpatchify_inverts() -> None:
+def test_patchify_matches_mae_layout() -> None:
     imgs = torch.randn(2, 3, 32, 32)
-    x = patchify(imgs, 8)
+    x = patchify(imgs, 8)  # (2, 16, 192)
     # patch (row 1, col 2) holds pixels imgs[:, :, 8:16, 16:24] as (p, p, 3)
     ref = imgs[:, :, 8:16, 16:24].permute(0, 2, 3, 1).reshape(2, -1)
     assert torch.equal(x[:, 1 * 4 + 2], ref)
-    assert torch.equal(unpatchify(x, 8), imgs)
+    # Every pixel lands in exactly one patch: MAE's unpatchify, written out, inverts it.
+    back = torch.einsum("nhwpqc->nchpwq", x.reshape(2, 4, 4, 8, 8, 3)).reshape(2, 3, 32, 32)
+    assert torch.equal(back, imgs)
 
 
 def _mae_sincos_numpy(embed_dim: int, grid_size: int) -> np.ndarray:
@@ -254,17 +256,6 @@ def test_projector_layout_paper_default_and_custom() -> None:
     assert authors[-1].bias is not None and authors[1].num_features == 4096
 
 
-def test_features_cls_and_mean() -> None:
-    model = ViCMAE(CONFIGS["mean"]).eval()
-    imgs = torch.randn(3, 3, 32, 32)
-    full = model.encoder.forward_features(imgs)  # (3, 17, 64)
-    assert full.shape == (3, 17, 64)
-    torch.testing.assert_close(model.features(imgs), full[:, 0])
-    torch.testing.assert_close(model.features(imgs, pool="mean"), full[:, 1:].mean(1))
-    with pytest.raises(ValueError):
-        model.features(imgs, pool="max")
-
-
 def test_config_validation_and_from_dict() -> None:
     with pytest.raises(ValueError, match="unknown arch"):
         ModelConfig(arch="vit_giant")
@@ -361,7 +352,7 @@ def test_load_at_another_resolution_resamples_the_pretrained_positions() -> None
     torch.testing.assert_close(
         big.encoder.blocks[0].attn.qkv.weight, src.encoder.blocks[0].attn.qkv.weight
     )
-    assert big.features(torch.randn(2, 3, 48, 48)).shape == (2, 64)
+    assert big.encoder.forward_features(torch.randn(2, 3, 48, 48)).shape == (2, 37, 64)
     with pytest.raises(RuntimeError):  # a learned weight of the wrong shape still fails
         sd = src.state_dict()
         sd["encoder.norm.weight"] = torch.zeros(3)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import make_tiny_beton
 
 from vicmae.config import FinetuneConfig, load_config
 from vicmae.engine.evaluation import (

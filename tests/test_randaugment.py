@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import make_tiny_beton
 
 from vicmae.engine.randaugment import NEGATED, ClipRandAugment, RandAugmentLoader, _level_args
 from vicmae_data import make_loader

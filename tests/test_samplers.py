@@ -9,6 +9,7 @@ import pytest
 
 from vicmae_data.load.crops import center_crop, draw_view_params, random_resized_crop, view_plan
 from vicmae_data.load.samplers import (
+    SAMPLERS,
     center,
     continuous,
     distant,
@@ -212,3 +213,120 @@ def test_draw_view_params_train_and_eval() -> None:
     draw_view_params(0, 0, 5, 100, 64, 80, evaluation, settings, params, rng)
     assert params[:, 0].tolist() == [25, 75]
     assert (params[:, 5] == 0).all() and params[0, 1:5].tolist() == [4, 12, 56, 56]
+
+
+# --- edges the mutation run found unguarded (scripts/mutate.py) ------------------------
+
+
+def ref_crop(H, W, scale, ratio, rng: RefRng) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params, fallback included, with an even origin."""
+    area = H * W
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * (scale[0] + (scale[1] - scale[0]) * rng.uniform())
+        aspect = math.exp(lo + (hi - lo) * rng.uniform())
+        w = int(math.sqrt(target * aspect) + 0.5)
+        h = int(math.sqrt(target / aspect) + 0.5)
+        if 0 < w <= W and 0 < h <= H:
+            top, left = rng.integer(H - h + 1), rng.integer(W - w + 1)
+            return top - top % 2, left - left % 2, h, w
+    if W / H < ratio[0]:  # fallback: the whole image, or its centre at the nearest ratio
+        w, h = W, max(1, min(H, int(W / ratio[0] + 0.5)))
+    elif W / H > ratio[1]:
+        h, w = H, max(1, min(W, int(H * ratio[1] + 0.5)))
+    else:
+        h, w = H, W
+    top, left = (H - h) // 2, (W - w) // 2
+    return top - top % 2, left - left % 2, h, w
+
+
+@pytest.mark.parametrize(
+    "H,W,scale,ratio",
+    [
+        (10, 100, (0.9, 1.0), (3 / 4, 4 / 3)),  # too wide for the ratio: centre, full height
+        (100, 10, (0.9, 1.0), (3 / 4, 4 / 3)),  # too tall: centre, full width
+        (30, 34, (1.5, 2.0), (3 / 4, 4 / 3)),  # more than the image: the whole image
+        (10, 10, (0.01, 0.01), (0.01, 0.01)),  # width rounds to 0: refused, 1 at least
+        (10, 10, (0.01, 0.01), (100.0, 100.0)),  # height rounds to 0: refused, 1 at least
+        (12, 12, (1.0, 1.0), (1.0, 1.0)),  # exactly the image: taken at the first draw
+        (10, 10, (0.01, 0.01), (1.0, 1.0)),  # a 1 x 1 crop: the smallest there is, taken
+        (31, 47, (0.08, 1.0), (3 / 4, 4 / 3)),  # odd sizes
+    ],
+)
+def test_random_resized_crop_fallbacks_match_reference(H, W, scale, ratio) -> None:
+    for i in range(20):
+        box, rng, ref = np.zeros(4, dtype=np.int64), state(5, 0, i), RefRng(5, 0, i)
+        random_resized_crop(H, W, *scale, *ratio, rng, box)
+        assert tuple(box.tolist()) == ref_crop(H, W, scale, ratio, ref), i
+        assert int(rng[0]) == ref.state  # as many draws as the reference (10 tries at most)
+
+
+def test_center_crop_even_origin_and_smallest_side() -> None:
+    box = np.zeros(4, dtype=np.int64)
+    center_crop(230, 238, 224 / 230, box)  # offsets 3 and 7 -> 2 and 6
+    assert box.tolist() == [2, 6, 224, 224]
+    center_crop(4, 4, 0.01, box)  # never an empty crop
+    assert box.tolist() == [0, 0, 1, 1]
+
+
+def test_samplers_are_dispatched_by_name() -> None:
+    """view_plan(name) makes the kernels call that sampler: the frames drawn first from the
+    sample's stream are the named reference's."""
+    settings = np.array([0.5, 1.0, 0.5, 1.0, 3 / 4, 4 / 3, 0.875])
+    for name, fill in (("distant", lambda r: ref_distant(40, 3, r)),
+                       ("continuous", lambda r: ref_continuous(40, 4, 3, r)),
+                       ("center", lambda r: [6, 20, 33])):  # fmt: skip
+        params = np.zeros((3, 6), dtype=np.int32)
+        plan = view_plan(name, train=True, delta=4)
+        draw_view_params(6, 0, 1, 40, 64, 80, plan, settings, params, np.zeros(1, np.uint64))
+        assert params[:, 0].tolist() == fill(RefRng(6, 0, 1)), name
+    assert {"distant", "continuous", "center", "clip"} <= set(SAMPLERS)
+
+
+@pytest.mark.parametrize("delta", [0, 1])
+def test_continuous_small_delta_draws_as_the_reference(delta: int) -> None:
+    for i in range(20):
+        out, rng, ref = np.zeros(4, dtype=np.int64), state(2, 0, i), RefRng(2, 0, i)
+        continuous(30, delta, 4, out, rng)
+        assert out.tolist() == ref_continuous(30, delta, 4, ref)
+        assert int(rng[0]) == ref.state  # delta 0: one draw, the start; no more
+
+
+def ref_view_params(seed, epoch, index, T, H, W, mode, delta, train, settings, V):
+    """draw_view_params in Python: frames, then per view a crop (and a flip when training)."""
+    rng = RefRng(seed, epoch, index)
+    if not train or mode == 2:
+        frames = [min((2 * k + 1) * T // (2 * V), T - 1) for k in range(V)]
+    elif mode == 0:
+        frames = ref_distant(T, V, rng)
+    else:
+        frames = ref_continuous(T, delta, V, rng)
+    scale = (settings[2], settings[3]) if T == 1 else (settings[0], settings[1])
+    rows = []
+    for v in range(V):
+        if train:
+            box = ref_crop(H, W, scale, (settings[4], settings[5]), rng)
+            flip = 1 if rng.uniform() < 0.5 else 0
+        else:
+            side = max(1, min(H, W, int(min(H, W) * settings[6] + 0.5)))
+            top, left = (H - side) // 2, (W - side) // 2
+            box, flip = (top - top % 2, left - left % 2, side, side), 0
+        rows.append([frames[v], *box, flip])
+    return rows
+
+
+@pytest.mark.parametrize("T", [1, 100])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("mode", [0, 1])
+def test_draw_view_params_matches_reference(T: int, train: bool, mode: int) -> None:
+    plan = view_plan(("distant", "continuous")[mode], train=train, delta=5)
+    # Video scale and image scale far apart, so that using the wrong one shows.
+    settings = np.array([0.9, 1.0, 0.05, 0.1, 1 / 2, 2.0, 0.5])
+    flips = set()
+    for i in range(40):
+        params = np.zeros((2, 6), dtype=np.int32)
+        draw_view_params(3, 1, i, T, 60, 90, plan, settings, params, np.zeros(1, np.uint64))
+        ref = ref_view_params(3, 1, i, T, 60, 90, mode, 5, train, settings, 2)
+        assert params.tolist() == ref, i
+        flips |= set(params[:, 5].tolist())
+    assert flips == ({0, 1} if train else {0})

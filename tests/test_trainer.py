@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae.config import load_config
@@ -17,12 +17,8 @@ from vicmae.jobs.pretrain import NonFiniteLossError, pretrain
 from vicmae_cli.train import app
 
 TINY = [
-    "model.arch=vit_pico_patch8",
+    *TINY_MODEL,
     "data.resolution=32",
-    "model.decoder_dim=32",
-    "model.decoder_depth=1",
-    "model.decoder_heads=2",
-    "model.projector_dims=[64,64,64]",
     "optim.batch_size=8",
     "optim.epochs=2",
     "optim.warmup_epochs=1",
@@ -151,10 +147,13 @@ def test_resume_with_allowed_batch_change_continues(beton, full_run, tmp_path):
          "run.max_steps=null"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    # Steps are counted at the new batch: epoch 1 is 2 steps of 16, then epoch 2's 2 steps.
+    # The schedule is counted at the new batch: epoch 1 was 2 steps of 16, and epoch 2's 2
+    # steps follow. The steps logged keep counting: 4 of 8, then 2 of 16; no row is lost.
     ckpt = load_checkpoint(out / "last.pt")
-    assert (ckpt["step"], ckpt["epoch"]) == (4, 2)
-    assert [r["step"] for r in _rows(out)] == [1, 2, 3, 4]
+    assert (ckpt["step"], ckpt["epoch"], ckpt["step_in_epoch"]) == (6, 2, 0)
+    rows = _rows(out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in rows] == [0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
 
 
 def test_resume_path_names_a_run_folder_or_checkpoint(beton, full_run, tmp_path):

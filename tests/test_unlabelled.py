@@ -3,13 +3,12 @@ every tool that reads labels (info, verify, merge, the loader) keeps it -1."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from media import noise, webp
 
 from vicmae_data import UnlabelledError, make_loader, require_labels, verify
 from vicmae_data.format.beton import BetonFile, Sample
@@ -23,13 +22,6 @@ from vicmae_data.write.merge import MergeWarning, merge
 N = 8
 
 
-def _webp(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(buf, format="WEBP")
-    return buf.getvalue()
-
-
 def _write(path: Path, dataset: str, classes: list[str], labels: list[int], labelled=True):
     """A .beton as the converter writes it: samples, and the manifest of one split."""
     samples = []
@@ -37,7 +29,13 @@ def _write(path: Path, dataset: str, classes: list[str], labels: list[int], labe
         meta = {"source": f"{dataset}/{i}", "dataset": dataset, "kind": "video",
                 "class_name": classes[label] if label >= 0 else "", "num_classes": len(classes),
                 "num_frames": 2, "height": 24, "width": 32}  # fmt: skip
-        samples.append(Sample(FrameList([_webp(i), _webp(i + 99)], 24, 32), label, meta))
+        samples.append(
+            Sample(
+                FrameList([webp(noise(i, 24, 32)), webp(noise(i + 99, 24, 32))], 24, 32),
+                label,
+                meta,
+            )
+        )
     headers = [{"meta": s.meta} for s in samples]
     manifest = file_manifest(dataset, "x", classes, [], headers, labelled=labelled)
     return write_beton(path, samples, manifest=manifest)

@@ -3,14 +3,12 @@ training files' label spaces (issue 17 items 3-5), on tiny real .beton files."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton, webp
 from typer.testing import CliRunner
 
 from vicmae.config import AugmentConfig, load_config, to_dict
@@ -26,10 +24,6 @@ from vicmae_data.format.frames import FrameList
 from vicmae_data.write.beton_writer import write_beton
 
 runner = CliRunner()
-TINY = [
-    "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
-    "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-]  # fmt: skip
 SHORT = ["--batch-size", "8", "--epochs", "2", "optim.warmup_epochs=1", "data.num_workers=1",
          "run.progress=false"]  # fmt: skip
 ONE = ["--batch-size", "8", "--epochs", "1", "optim.warmup_epochs=0", "data.num_workers=1",
@@ -49,9 +43,7 @@ def classes_beton(path, n: int, classes: int, dataset: str, size: int = 40):
             a = np.full((size, size, 3), 40 + 50 * c, np.uint8)
             a[(4 * t) % 30 : (4 * t) % 30 + 10, 5:15] = 255
             a = (a + rng.integers(0, 20, a.shape)).clip(0, 255).astype(np.uint8)
-            buf = io.BytesIO()
-            Image.fromarray(a).save(buf, format="WEBP", quality=80)
-            clip.append(buf.getvalue())
+            clip.append(webp(a))
         meta = {"source": f"{dataset}{i}", "class_name": f"{dataset}{c}", "dataset": dataset,
                 "num_frames": 4, "height": size, "width": size}  # fmt: skip
         samples.append(Sample(FrameList(clip, size, size), c, meta))
@@ -63,7 +55,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("videoft")
     beton = make_tiny_beton(root / "tiny.beton")
     torch.manual_seed(0)
-    cfg = load_config(None, TINY)
+    cfg = load_config(None, [*TINY_MODEL, "data.resolution=32"])
     ckpt = save_checkpoint(
         root / "pretrain" / "last.pt",
         {"kind": "pretrain", "model": ViCMAE(cfg.model).state_dict(), "config": to_dict(cfg),

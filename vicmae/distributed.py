@@ -2,12 +2,16 @@
 
 ``setup_distributed`` joins the process group when the job was launched by ``torchrun``
 (``WORLD_SIZE`` set: NCCL on CUDA, gloo on CPU) and otherwise describes one process;
-``gather_with_grad`` is the all-gather that passes gradients back (contrastive negatives).
+``gather_with_grad`` is the all-gather that passes gradients back (contrastive negatives);
+``gathers_stand_in`` makes it local for a while (a memory probe that each rank runs alone).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -119,12 +123,34 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
+# Set inside gathers_stand_in(): gather_with_grad copies instead of communicating.
+_STAND_IN: ContextVar[bool] = ContextVar("vicmae_gathers_stand_in", default=False)
+
+
+@contextlib.contextmanager
+def gathers_stand_in() -> Iterator[None]:
+    """Within the block, :func:`gather_with_grad` returns ``world`` copies of this rank's
+    rows: the same shapes and memory as the real all-gather, and no communication.
+
+    For work that each rank does on its own (the micro-batch memory probe): a collective
+    there waits for ranks that may never reach it (one ran out of memory) for ever.
+    """
+    token = _STAND_IN.set(True)
+    try:
+        yield
+    finally:
+        _STAND_IN.reset(token)
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate ``x`` (n, ...) from all ranks in rank order -> (world*n, ...), differentiably.
 
     Every rank must pass the same ``n`` (use ``drop_last`` in the loader). Returns ``x``
-    itself when not distributed.
+    itself when not distributed (and copies of it inside :func:`gathers_stand_in`).
     """
-    if get_world_size() == 1:
+    world = get_world_size()
+    if world == 1:
         return x
+    if _STAND_IN.get():
+        return torch.cat([x] * world, dim=0)  # (world*n, ...), no collective
     return _GatherWithGrad.apply(x)

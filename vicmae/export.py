@@ -25,6 +25,10 @@ classes) it loads the encoder non-strictly and the head starts fresh. ``head_cla
 (``vicmae export timm --with-head``) adds a zero head of that size, for a strict load at
 ``num_classes=1000``: it holds no pretrained information (MAE also starts fine-tuning from a
 ~zero head).
+
+Weights that hold NaN or infinity (a run that diverged, a damaged file) are refused
+(:class:`NonFiniteWeightsError`, naming the first such tensor) unless
+``allow_non_finite=True``, which writes them with a loud warning.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ from vicmae_data.atomic import atomic_path
 log = logging.getLogger(__name__)
 
 _REQUIRED = ("cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight")
+
+
+class NonFiniteWeightsError(ValueError):
+    """The encoder's weights hold NaN or infinite values (the message names the first)."""
 
 
 def _load_source(source: Any) -> tuple[dict[str, Tensor], str | None]:
@@ -74,8 +82,14 @@ def encoder_state_dict(source: Any) -> dict[str, Tensor]:
     state, _ = _load_source(source)
     out: dict[str, Tensor] = {}
     for key, value in state.items():
+        if not isinstance(key, str):
+            raise ValueError(f"not a model state dict: it has a key {key!r}, not a name")
         key = unwrapped_name(key)
         if key.startswith("encoder."):
+            if not isinstance(value, Tensor):
+                raise ValueError(
+                    f"{key} is a {type(value).__name__}, not a tensor: not a model state dict"
+                )
             out[key[len("encoder.") :]] = value.detach().cpu().contiguous()
     missing = [k for k in _REQUIRED if k not in out]
     if missing:
@@ -88,6 +102,7 @@ def export_timm(
     out_path: str | os.PathLike,
     arch: str | None = None,
     head_classes: int | None = None,
+    allow_non_finite: bool = False,
 ) -> dict[str, Any]:
     """Write the encoder of a ViC-MAE checkpoint as a timm ViT state dict.
 
@@ -99,6 +114,8 @@ def export_timm(
             checkpoint's ``config["model"]["arch"]``. Shapes are checked against it.
         head_classes: size of a zero classifier head to include (see module docstring);
             None (the default) for the encoder alone.
+        allow_non_finite: write weights holding NaN or infinity (with a warning) instead of
+            raising :class:`NonFiniteWeightsError`.
 
     Returns:
         A JSON-friendly summary: ``out``, ``arch``, ``embed_dim``, ``depth``, ``patch_size``,
@@ -112,6 +129,7 @@ def export_timm(
     state, ckpt_arch = _load_source(source)
     arch = arch or ckpt_arch
     out = encoder_state_dict(state)
+    check_finite(out, allow_non_finite)
     dim = out["cls_token"].shape[-1]
     n_blocks = len({k.split(".")[1] for k in out if k.startswith("blocks.")})
     got_patch = out["patch_embed.proj.weight"].shape[-1]
@@ -149,6 +167,30 @@ def export_timm(
     with atomic_path(out_path) as tmp:
         torch.save(out, tmp)
     return summary
+
+
+def check_finite(state: dict[str, Tensor], allow: bool = False) -> None:
+    """Raise :class:`NonFiniteWeightsError` naming the first tensor of ``state`` that holds
+    NaN or infinity (with how many of its values, and how many tensors in all); with
+    ``allow``, log that as a warning instead."""
+    bad = {}
+    for key, value in state.items():
+        if value.is_floating_point() or value.is_complex():
+            n = int((~torch.isfinite(value)).sum())
+            if n:
+                bad[key] = (n, value.numel())
+    if not bad:
+        return
+    key, (n, total) = next(iter(bad.items()))
+    message = (
+        f"{len(bad)} of {len(state)} encoder tensors hold NaN or infinite values (first: "
+        f"{key}, {n:,} of {total:,} values)"
+    )
+    if not allow:
+        raise NonFiniteWeightsError(
+            f"{message}: a run that diverged or a damaged file; --allow-non-finite writes it anyway"
+        )
+    log.warning("exporting non-finite weights: %s", message)
 
 
 # timm's registered ViTs of our sizes (at 224; timm resamples other sizes on load).

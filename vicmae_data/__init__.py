@@ -40,6 +40,8 @@ _PUBLIC = {
     "ClassMapError": "vicmae_data.inspect.classes",
     "require_labels": "vicmae_data.inspect.classes",
     "UnlabelledError": "vicmae_data.inspect.classes",
+    "check_labels": "vicmae_data.inspect.classes",
+    "LabelError": "vicmae_data.inspect.classes",
     "BetonFile": "vicmae_data.format.beton",
     "BetonError": "vicmae_data.format.beton",
     "convert": "vicmae_data.write.convert",

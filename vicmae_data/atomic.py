@@ -27,9 +27,38 @@ from typing import IO, Any
 
 
 def temporary_name(path: str | os.PathLike) -> Path:
-    """A hidden, unique sibling of ``path`` (unique across processes and threads)."""
+    """A hidden, unique sibling of ``path`` (unique across processes and threads):
+    ``.NAME.PID.HEX.tmp``, which :func:`temporaries` recognises."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """The temporary files (:func:`temporary_name`) in ``folder``, of ``name`` only if given.
+
+    A process killed while writing (``kill -9``, a node lost) leaves its temporary file
+    behind, as large as what it had written. Only the caller knows whether the writer is
+    dead (an output lock it now holds, say); this only finds them, sorted.
+    """
+    found = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in entries:
+        parts = entry.name.rsplit(".", 3)  # ".NAME", PID, HEX, "tmp"
+        if len(parts) != 4 or parts[3] != "tmp" or not parts[0].startswith("."):
+            continue
+        stem, pid, token = parts[0][1:], parts[1], parts[2]
+        if not (pid.isdigit() and len(token) == 8 and _is_hex(token) and stem):
+            continue
+        if (name is None or stem == name) and entry.is_file(follow_symlinks=False):
+            found.append(Path(entry.path))
+    return sorted(found)
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
 
 
 def fsync_path(path: str | os.PathLike) -> None:

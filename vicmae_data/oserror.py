@@ -6,6 +6,8 @@ Stdlib only: the writer, the conversion and its workers use it for one-line mess
 from __future__ import annotations
 
 import errno
+import os
+import stat
 
 _CAUSES = {
     errno.ENOSPC: "disk full",
@@ -28,3 +30,32 @@ def os_cause(exc: BaseException) -> str:
         if exc.strerror:
             return exc.strerror
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as a file, in words; None when it is a regular file.
+
+    ``"no such file"`` only when nothing is there: a folder, a FIFO (reading one would
+    block until something writes to it), a socket or a device is named as what it is.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file (a broken symbolic link)" if os.path.islink(path) else "no such file"
+    except OSError as exc:
+        return os_cause(exc)
+    if stat.S_ISREG(mode):
+        return None
+    for test, what in _KINDS:
+        if test(mode):
+            return f"is {what}, not a file"
+    return "is not a regular file"
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)

@@ -25,8 +25,6 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
-
 from vicmae.config.betons import loader_paths, parse_beton
 from vicmae.config.io import (
     BUILTIN_CONFIGS,
@@ -74,17 +72,6 @@ from vicmae.config.sections import (
     RunConfig,
 )
 from vicmae.model.vicmae import ModelConfig
-
-
-def __getattr__(name: str) -> Any:
-    # accumulation() moved to vicmae.engine.batching (batch arithmetic is the engine's); the
-    # old import keeps working, resolved on use because the engine imports this package.
-    if name == "accumulation":
-        from vicmae.engine.batching import accumulation
-
-        return accumulation
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = [
     "BUILTIN_CONFIGS",

@@ -8,7 +8,9 @@ them into a resolved config; the CLI (``vicmae_cli.train``) only collects them:
 - typed shortcuts (:data:`SHORTCUTS`: ``--epochs 3`` is ``optim.epochs=3``);
 - ``--resume [PATH]``: the saved run's config is the base, and everything given on the
   command line is applied on top of it (the engine refuses real changes unless allowed).
-  PATH is a run folder or a checkpoint; without it, ``run.out``'s folder.
+  PATH is a run folder or a checkpoint; without it, ``run.out``'s folder. The saved
+  ``run.max_steps`` is not carried over: a resumed run trains to its end, or to the
+  ``run.max_steps`` given again.
 
 Example::
 
@@ -107,6 +109,8 @@ def job_config(
     else:
         run_dir = Path(load_config(config, items, cls=cls).run.out)
     base = saved_config(run_dir, resume_target)
+    if base is not None:  # where a sitting stopped is not part of the run (module docstring)
+        base = {**base, "run": {k: v for k, v in base.get("run", {}).items() if k != "max_steps"}}
     return load_config(config, items, cls=cls, base=base), resume_target or True
 
 

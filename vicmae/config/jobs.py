@@ -14,7 +14,7 @@ The sections they share are in :mod:`vicmae.config.sections`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from vicmae.config.sections import (
     DataConfig,
@@ -42,6 +42,7 @@ class LossConfig:
 class TrainConfig:
     """Everything ``vicmae train pretrain`` needs."""
 
+    kind: ClassVar[str] = "pretrain"  # the job (``vicmae train KIND``, the run folder's name)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -92,6 +93,7 @@ class ProbeConfig:
 class LinprobeConfig:
     """Everything ``vicmae train linprobe`` needs."""
 
+    kind: ClassVar[str] = "linprobe"
     model: EvalModelConfig = field(default_factory=EvalModelConfig)
     optim: LinprobeOptimConfig = field(default_factory=LinprobeOptimConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -169,6 +171,7 @@ class MultiViewConfig:
 class FinetuneConfig:
     """Everything ``vicmae train finetune`` needs."""
 
+    kind: ClassVar[str] = "finetune"
     model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig)
     optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -179,8 +182,4 @@ class FinetuneConfig:
 
 # What a job runs on: the engine's ``Run.cfg`` is one of these.
 JobConfig = TrainConfig | LinprobeConfig | FinetuneConfig
-JOB_CONFIGS: dict[str, type] = {
-    "pretrain": TrainConfig,
-    "linprobe": LinprobeConfig,
-    "finetune": FinetuneConfig,
-}
+JOB_CONFIGS: dict[str, type] = {c.kind: c for c in (TrainConfig, LinprobeConfig, FinetuneConfig)}

@@ -135,12 +135,11 @@ def _check_eval_data(cfg: LinprobeConfig | FinetuneConfig) -> None:
 
 
 def default_out(cfg: JobConfig) -> str:
-    """``runs/pretrain``; an evaluation's folder sits beside the checkpoint it evaluates."""
+    """``runs/<kind>`` (the config's job: ``pretrain``...); an evaluation's folder,
+    ``<kind>`` or ``<kind>_random_init``, sits beside the checkpoint it evaluates."""
     if isinstance(cfg, TrainConfig):
-        return os.path.join("runs", "pretrain")
-    job = "linprobe" if isinstance(cfg, LinprobeConfig) else "finetune"
-    if cfg.model.random_init:
-        job += "_random_init"
+        return os.path.join("runs", cfg.kind)
+    job = cfg.kind + ("_random_init" if cfg.model.random_init else "")
     if cfg.model.checkpoint:
         return os.path.join(os.path.dirname(cfg.model.checkpoint) or ".", job)
     return os.path.join("runs", job)

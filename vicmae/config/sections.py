@@ -110,7 +110,9 @@ class RunConfig:
     keep: int = 0  # epoch checkpoints kept (epoch_NNNN.pt, newest); 0: only last.pt/best.pt
     log_every_steps: int = 10  # also how soon a stop signal is acted on
     progress: bool = True  # progress bar on a terminal (plain lines otherwise)
-    max_steps: int | None = None  # stop early (smoke runs, benchmarks); schedules unchanged
+    # Stop early (smoke runs, benchmarks); schedules unchanged. --resume does not carry it
+    # over: a resumed run goes to its end unless it is given again.
+    max_steps: int | None = None
     wandb: bool = False  # also log to Weights & Biases (needs `pip install wandb`)
     wandb_project: str = "vicmae"
 

@@ -7,8 +7,15 @@ forward x ``accum`` forwards per optimiser step x the number of processes:
   ``optim.accum`` decide when set; otherwise the largest divisor within a limit);
 - :func:`choose_micro_batch` finds that limit: the resumed run's micro-batch (the same
   numerics), else on CUDA the largest divisor whose forward and backward
-  (:func:`probe_step`) plus optimiser state fits in GPU memory, agreed across ranks; on a
-  CPU at most :data:`CPU_MICRO_BATCH_LIMIT`.
+  (:func:`probe_step`) plus optimiser state fits in GPU memory; on a CPU at most
+  :data:`CPU_MICRO_BATCH_LIMIT`.
+
+The probe cannot hang a multi-GPU job (:func:`largest_that_fits`): each rank runs its
+forward and backward with no collective inside (the contrastive all-gather copies this
+rank's rows, SyncBatchNorm uses its running statistics: the same shapes, no
+communication), and the binary search goes in lock step: after every probe the ranks
+agree (one all-reduce that every rank reaches, out of memory or not) whether that size
+fits on all of them, so all take the same next step and end on the same answer.
 
 Example::
 
@@ -28,7 +35,7 @@ from torch import nn
 
 from vicmae.config.io import ConfigError
 from vicmae.config.sections import OptimConfig
-from vicmae.distributed import DistInfo
+from vicmae.distributed import DistInfo, gathers_stand_in
 from vicmae.engine.checkpoint import rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -105,56 +112,108 @@ def choose_micro_batch(
         if saved is not None and per_device % int(saved) == 0:
             fits = int(saved)  # the resumed run's layout: the same numerics
         elif info.device.type == "cuda" and probe is not None:
-            fits = _largest_that_fits(model, probe, per_device, state_bytes_per_param, multiple_of)
-            if info.distributed:
-                t = torch.tensor([fits], device=info.device)
-                dist.all_reduce(t, op=dist.ReduceOp.MIN)
-                fits = int(t.item())
+            memory = GpuMemory(model, state_bytes_per_param)
+            fits = largest_that_fits(model, probe, per_device, info, memory, multiple_of)
         elif info.device.type != "cuda":
             fits = CPU_MICRO_BATCH_LIMIT
     return accumulation(optim, info.world_size, fits, multiple_of)
 
 
-def _largest_that_fits(
+class GpuMemory:
+    """Whether a probed step leaves room: its peak plus what training adds later (optimiser
+    state, DDP's gradient buckets) under :data:`GPU_MEMORY_SHARE` of the GPU."""
+
+    def __init__(self, model: nn.Module, state_bytes_per_param: int) -> None:
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        self.budget = GPU_MEMORY_SHARE * total - params * (state_bytes_per_param // 4 + 1)
+
+    def start(self) -> None:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+    def fits(self) -> bool:
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() < self.budget
+
+    def release(self) -> None:
+        torch.cuda.empty_cache()
+
+
+def largest_that_fits(
     model: nn.Module,
     probe: Callable[[int], None],
     per_device: int,
-    state_bytes_per_param: int,
+    info: DistInfo,
+    memory: GpuMemory | None = None,
     multiple_of: int = 1,
 ) -> int:
-    """Binary search over the divisors of ``per_device`` with real forward+backward passes.
+    """The largest divisor of ``per_device`` whose ``probe`` passes on every rank.
 
-    RNG states and buffers (BatchNorm statistics) are put back afterwards, so probing
-    leaves no trace in the run.
+    Binary search in lock step (see the module docstring): each rank runs ``probe(m)``
+    alone (:func:`probe_alone`), then all agree. A size passes on a rank when its probe
+    raises no ``torch.OutOfMemoryError`` and ``memory`` (None: nothing measured) says it
+    fits. Any other error on one rank stops every rank. RNG states and buffers (BatchNorm
+    statistics) are put back afterwards, so probing leaves no trace in the run.
     """
     divisors = [d for d in range(1, per_device + 1) if per_device % d == 0]
     cands = [d for d in divisors if d % multiple_of == 0] or divisors
-    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-    params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    # Optimiser state + DDP's gradient buckets, allocated only once training starts.
-    reserved = params * (state_bytes_per_param // 4 + 1)
     rng, buffers = rng_state(), {k: v.clone() for k, v in model.named_buffers()}
 
-    def fits(m: int) -> bool:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        try:
-            probe(m)
-            torch.cuda.synchronize()
-            ok = torch.cuda.max_memory_allocated() + reserved < GPU_MEMORY_SHARE * total
-        except torch.OutOfMemoryError:
-            ok = False
-        model.zero_grad(set_to_none=True)
-        torch.cuda.empty_cache()
-        return ok
+    def fits_everywhere(m: int) -> bool:
+        return _agree(info, probe_alone(model, probe, m, memory))
 
-    best = largest_passing(cands, fits)
+    best = largest_passing(cands, fits_everywhere)
     set_rng_state(rng)
     with torch.no_grad():
         for name, buf in model.named_buffers():
             buf.copy_(buffers[name])
-    log.info("micro-batch %d of %d per device fits in GPU memory", best, per_device)
+    if info.is_main:
+        log.info("micro-batch %d of %d per device fits in memory", best, per_device)
     return best
+
+
+def probe_alone(
+    model: nn.Module, probe: Callable[[int], None], m: int, memory: GpuMemory | None
+) -> bool | BaseException:
+    """Run ``probe(m)`` on this rank with no collective inside: True (fits), False (out of
+    memory), or the exception it raised otherwise (for :func:`_agree` to stop every rank)."""
+    sync_bns = [mod for mod in model.modules() if isinstance(mod, nn.SyncBatchNorm)]
+    training = [mod.training for mod in sync_bns]
+    if memory is not None:
+        memory.start()
+    try:
+        for mod in sync_bns:  # running statistics: SyncBatchNorm then communicates nothing
+            mod.eval()
+        with gathers_stand_in():
+            probe(m)
+        ok: bool | BaseException = memory.fits() if memory is not None else True
+    except torch.OutOfMemoryError:
+        ok = False
+    except Exception as exc:  # stops every rank (in _agree), not this one alone
+        ok = exc
+    finally:
+        for mod, mode in zip(sync_bns, training, strict=True):
+            mod.train(mode)
+        model.zero_grad(set_to_none=True)
+        if memory is not None:
+            memory.release()
+    return ok
+
+
+def _agree(info: DistInfo, here: bool | BaseException) -> bool:
+    """Whether the probed size fits on every rank (MIN of every rank's answer; one
+    all-reduce that every rank reaches). A rank's error is raised on every rank."""
+    code = -1 if isinstance(here, BaseException) else int(here)
+    if info.distributed:
+        t = torch.tensor([code], device=info.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        code = min(code, int(t.item()))
+    if isinstance(here, BaseException):
+        raise here
+    if code < 0:
+        raise RuntimeError("the memory probe failed on another rank (its log says why)")
+    return code == 1
 
 
 def probe_step(

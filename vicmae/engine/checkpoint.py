@@ -8,6 +8,11 @@ pickle would call anything (``os.system``, a class constructor, a numpy reconstr
 refused with a one-line :class:`CheckpointError`, never executed. Checkpoints are shared
 and downloaded; there is deliberately no "trusted" fallback to full unpickling.
 
+Every record of torch's zip carries the CRC32 of its bytes, which ``torch.load`` never
+checks: a checkpoint with flipped bits loads, weights off by up to 1e36. So
+:func:`load_checkpoint` checks every record's CRC32 first (:func:`verify_checkpoint`, a
+read of the file at disk speed) and refuses a damaged file in one line naming it.
+
 Writes go through :func:`vicmae_data.atomic.atomic_open` (a temporary name, fsync, rename):
 a crash or a full disk leaves the previous checkpoint intact.
 """
@@ -19,6 +24,7 @@ import os
 import pickle
 import random
 import re
+import struct
 import warnings
 import zipfile
 from pathlib import Path
@@ -28,6 +34,7 @@ import numpy as np
 import torch
 
 from vicmae_data.atomic import atomic_open
+from vicmae_data.oserror import not_a_file
 
 __all__ = [
     "CheckpointError",
@@ -37,6 +44,7 @@ __all__ = [
     "save_checkpoint",
     "set_rng_state",
     "unwrapped_name",
+    "verify_checkpoint",
 ]
 
 
@@ -122,14 +130,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a checkpoint (or a plain state dict) with ``torch.load(weights_only=True)``.
 
     Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` (one line)
-    for an empty, truncated or damaged file, or one whose pickle needs more than tensors,
+    for a folder or FIFO, an empty, truncated or damaged file (a record whose bytes fail
+    their CRC32: :func:`verify_checkpoint`), or one whose pickle needs more than tensors,
     numbers and strings (it would have to run code to load: refused, never run).
     """
     path = Path(path)
-    if not path.is_file():
+    why = not_a_file(path)
+    if why == "no such file":
         raise FileNotFoundError(f"{path}: no such checkpoint")
+    if why is not None:
+        raise CheckpointError(f"{path}: {why}, not a checkpoint")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
+    verify_checkpoint(path)
     try:
         with warnings.catch_warnings():
             # A foreign pickle protocol only means the file was not written by torch.save.
@@ -146,6 +159,38 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"{path}: holds a {type(state).__name__}; expected a state dict or checkpoint dict"
         )
     return state
+
+
+# What zipfile raises on a damaged archive (a flipped bit can land in any header field).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError,
+    NotImplementedError, struct.error,
+)  # fmt: skip
+
+
+def verify_checkpoint(path: str | os.PathLike) -> None:
+    """Check the CRC32 of every record in a checkpoint's zip; :class:`CheckpointError`
+    naming the file and the record when one fails (torch reads them unchecked).
+
+    A file that is not a zip (torch's legacy format, or damage to the zip's directory) is
+    left to ``torch.load``, which refuses what it cannot read.
+    """
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every record, checks its CRC32
+    except _ZIP_ERRORS as exc:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint (its zip does not hold together: "
+            f"{_first_line(exc)}); use another checkpoint (an epoch_NNNN.pt, best.pt)"
+        ) from None
+    if bad is not None:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint: record {bad} fails its CRC32 check (the file "
+            "changed after it was written); use another checkpoint (an epoch_NNNN.pt, best.pt)"
+        )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,7 +3,8 @@
 - :func:`load_encoder` builds the pretrained encoder alone (no decoder, no projector) from a
   checkpoint's own config (safe loading), at the requested resolution, checking the
   architecture, and loads the encoder's weights only;
-- :func:`count_classes` reads the label columns of the training and validation files;
+- :func:`count_classes` checks every label of the training and validation files against
+  their stored class lists and gives the head's width;
 - :class:`ViewAverager` averages the softmax of every sample over the views it was seen in,
   by its index in the file (views arrive as separate passes, each batch carrying
   ``batch.indices``), and scores the averaged predictions per sample (per video);
@@ -96,18 +97,31 @@ def encoder_features(encoder: nn.Module, imgs: Tensor, pool: str) -> Tensor:
     return x[:, 0] if pool == "cls" else x[:, 1:].mean(dim=1)
 
 
-def count_classes(train: str, val: str | None) -> int:
-    """The head's width: the dataset's class list (stored in the file), at least the largest
-    label + 1. The validation file must label its classes as the training file does."""
-    from vicmae_data import BetonFile, check_same_classes, class_names
+def count_classes(train: str | Sequence[str], val: str | None) -> int:
+    """The head's width: the classes of the training file(s), every label checked first.
 
-    top = max(len(class_names(train)), int(BetonFile(train).labels.max()) + 1)
+    Each file's labels are checked against the class list stored in it
+    (:func:`vicmae_data.check_labels`: the first bad sample named in one line; a split
+    without labels refused), so no head is ever sized from a damaged label. Several
+    training files: the label spaces the loader gives them (shards keep their labels,
+    other datasets are offset past each other). The validation file must label its
+    classes as the (first) training file does.
+    """
+    from vicmae_data import check_labels, check_same_classes
+    from vicmae_data.format.labels import plan_labels
+
+    paths = [train] if isinstance(train, str) else list(train)
+    sizes = [check_labels(p) for p in paths]
+    top = sizes[0]
+    if len(paths) > 1:
+        offsets = plan_labels(paths).offsets  # as make_loader offsets them
+        top = max(o + n for o, n in zip(offsets, sizes, strict=True))
     if val is not None:
-        check_same_classes(train, val)  # ClassMapError (one line) when they disagree
-        val_top = int(BetonFile(val).labels.max()) + 1
+        val_top = check_labels(val)
+        check_same_classes(paths[0], val)  # ClassMapError (one line) when they disagree
         if val_top > top:
             raise ConfigError(
-                f"{val} has label {val_top - 1}, but {train} only labels 0..{top - 1}"
+                f"{val} has label {val_top - 1}, but {paths[0]} only labels 0..{top - 1}"
             )
     return top
 

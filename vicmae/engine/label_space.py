@@ -46,9 +46,9 @@ class LabelSpace:
         """The offset to add to ``path``'s labels: that of the training file whose class
         list it has. ConfigError (one line) when no training file has its classes, or one
         of its labels falls outside the head."""
-        from vicmae_data import BetonFile, class_names, require_labels
+        from vicmae_data import BetonFile, check_labels, class_names
 
-        require_labels(path)
+        check_labels(path)  # LabelError / UnlabelledError (one line) first
         names = class_names(path)
         for f in self.files:
             if _same_classes(f.classes, names):
@@ -100,18 +100,20 @@ def _same_classes(a: dict[int, str], b: dict[int, str]) -> bool:
 
 
 def label_space(paths: Sequence[str | os.PathLike]) -> LabelSpace:
-    """The label plan ``make_loader(paths)`` uses (``relabel="auto"``), as a :class:`LabelSpace`."""
-    from vicmae_data import require_labels
+    """The label plan ``make_loader(paths)`` uses (``relabel="auto"``), as a :class:`LabelSpace`
+    whose width covers each file's stored class list (:func:`vicmae_data.check_labels`)."""
+    from vicmae_data import check_labels
     from vicmae_data.format.labels import plan_labels
 
-    for p in paths:
-        require_labels(p)  # UnlabelledError (one line): a split that ships without labels
+    # Every label against its file's class list first (LabelError / UnlabelledError, one
+    # line naming the sample): no head is sized from a damaged label.
+    sizes = [check_labels(p) for p in paths]
     plan = plan_labels([str(p) for p in paths])
     files = tuple(
         FileLabels(s.path, o, dict(s.classes))
         for s, o in zip(plan.summaries, plan.offsets, strict=True)
     )
-    top = max(o + s.max_label + 1 for s, o in zip(plan.summaries, plan.offsets, strict=True))
+    top = max(o + n for o, n in zip(plan.offsets, sizes, strict=True))
     return LabelSpace(files, top)
 
 

@@ -3,10 +3,13 @@
 ``RUN_DIR/metrics.jsonl`` holds one JSON object per logged step (``step``, ``epoch``,
 ``lr``, each loss, ``samples_per_s``, ``data_wait_pct``...) and per validation (``val_*``
 keys); ``vicmae plot`` reads it back. TensorBoard events go to ``RUN_DIR/tb/``; W&B gets the
-same rows when ``run.wandb`` is on. Only rank 0 writes anything.
+same rows when ``run.wandb`` is on. Only rank 0 writes anything. A resumed run
+(``start_step``: its checkpoint's step) continues all of them: every step up to the
+checkpoint's is kept, what a stopped run logged after it is replaced.
 
 Every logged step is also one plain log line (never cut to the terminal's width); on a
-terminal a progress bar (bar, steps, time left: short enough for any width) stays below.
+terminal a progress bar (bar, steps, time left: short enough for any width) stays below,
+elsewhere (a job's log file) each line ends with the time elapsed and the time left.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,8 @@ class MetricsLogger:
         self.enabled = enabled
         self.run_dir = Path(run_dir)
         self.total_steps = total_steps
+        self._start = (time.monotonic(), start_step)  # where this process began
+        self._first: tuple[float, int] | None = None  # its first row: where the rate is taken
         self._jsonl = None
         self._tb = None
         self._wandb = None
@@ -60,10 +66,9 @@ class MetricsLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            # purge_step: events a stopped run wrote after its checkpoint are dropped.
-            self._tb = SummaryWriter(
-                log_dir=str(self.run_dir / "tb"), purge_step=start_step or None
-            )
+            # Events at purge_step and after are dropped when read: what a stopped run wrote
+            # after its checkpoint (whose own step is kept), which this run writes again.
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=start_step + 1)
         if wandb_project is not None:
             self._wandb = _start_wandb(self.run_dir, wandb_project, config or {})
         if progress and sys.stderr.isatty():
@@ -101,7 +106,21 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.log(scalars, step=step)
         self.advance(step)
-        log.info("step %d/%d  %s", step, self.total_steps, summary(metrics))
+        timing = "" if self._progress is not None else f"  {self._timing(step)}"
+        log.info("step %d/%d  %s%s", step, self.total_steps, summary(metrics), timing)
+
+    def _timing(self, step: int) -> str:
+        """``elapsed 0:01:05  ETA 0:12:00``: since this process started, and what is left at
+        the pace since its first row (which the loader's compilation and the first steps'
+        warm-up do not slow); the first row has only the pace since the start."""
+        now = time.monotonic()
+        if self._first is None:
+            self._first = (now, step)
+        t0, s0 = self._first if step > self._first[1] else self._start
+        eta = "?"
+        if step > s0:
+            eta = _clock((now - t0) / (step - s0) * max(self.total_steps - step, 0))
+        return f"elapsed {_clock(now - self._start[0])}  ETA {eta}"
 
     def advance(self, step: int) -> None:
         """Move the progress bar without logging a row."""
@@ -158,6 +177,11 @@ _FORMATS = (
     ("samples_per_s", "{:.1f} samples/s"),
     ("data_wait_pct", "data {:.0f}%"),
 )
+
+
+def _clock(seconds: float) -> str:
+    """``H:MM:SS`` (as convert's progress lines)."""
+    return str(timedelta(seconds=round(seconds)))
 
 
 def summary(m: dict[str, Any]) -> str:

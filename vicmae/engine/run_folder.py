@@ -3,6 +3,8 @@
 Every job writes the same folder::
 
     RUN/config.yaml      the resolved config (also inside every checkpoint)
+    RUN/data.json        what it trains on: each .beton's size, samples, fingerprint,
+                         classes (:mod:`vicmae.engine.data_record`; checked by --resume)
     RUN/last.pt          the latest state: every epoch end, every run.ckpt_every_steps,
                          every run.ckpt_every_minutes, and when stopped by a signal
     RUN/best.pt          the state with the best validation metric so far (evaluations)
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vicmae.engine.checkpoint import save_checkpoint
+from vicmae.engine.data_record import DATA_RECORD
 from vicmae_data.atomic import atomic_open, atomic_path
 
 log = logging.getLogger("vicmae")
@@ -42,7 +45,7 @@ _EPOCH = re.compile(r"^epoch_(\d+)\.pt$")
 # What makes a folder a run (any one of them; epoch_NNNN.pt too): a state to resume or a result.
 RUN_MARKERS = (LAST, BEST, "result.json")
 # What a job writes before its first checkpoint: not a run on its own.
-START_FILES = ("config.yaml", METRICS)
+START_FILES = ("config.yaml", METRICS, DATA_RECORD)
 START_DIRS = ("tb", "plots")
 
 

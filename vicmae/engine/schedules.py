@@ -1,5 +1,8 @@
 """Per-step schedules, precomputed as arrays (as in dinov2): lr warm-up + cosine, lambda.
 
+:func:`lambda_schedule` is the contrastive weight at a fractional epoch; :func:`per_step`
+samples it (or any function of the epoch) at every step.
+
 The trainer indexes these arrays with its global step, so a resumed run reads exactly the
 values an uninterrupted run would have read.
 """
@@ -47,3 +50,19 @@ def per_step(fn: Callable[[float], float], epochs: int, steps_per_epoch: int) ->
 def scaled_lr(base_lr: float, batch_size: int) -> float:
     """The linear scaling rule: ``base_lr x batch_size / 256`` (paper, Goyal et al.)."""
     return base_lr * batch_size / 256
+
+
+def lambda_schedule(
+    epoch: float, start_epoch: float = 200.0, weight: float = 0.025, ramp_epochs: float = 0.0
+) -> float:
+    """Contrastive weight lambda at a (fractional) epoch.
+
+    Paper (Table 5): 0 until epoch 200, then 0.025. ``ramp_epochs > 0`` rises linearly from
+    0 at ``start_epoch`` to ``weight`` at ``start_epoch + ramp_epochs`` instead of a step.
+    Example: ``lambda_schedule(250.0) == 0.025``; ``lambda_schedule(199.9) == 0.0``.
+    """
+    if epoch < start_epoch:
+        return 0.0
+    if ramp_epochs > 0 and epoch < start_epoch + ramp_epochs:
+        return weight * (epoch - start_epoch) / ramp_epochs
+    return weight

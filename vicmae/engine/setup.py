@@ -2,8 +2,10 @@
 
 :func:`start_run` does, for every job and before any data is touched: join the process
 group under ``torchrun``, refuse a device that is not there, protect a folder that holds a
-run, load the checkpoint to resume (safely) and refuse a resume whose settings differ from
-the saved run's (unless allowed), write ``config.yaml`` and seed every RNG. The returned
+run, load the checkpoint to resume (safely) and refuse a resume whose settings or data
+(:mod:`vicmae.engine.data_record`) differ from the saved run's (unless allowed), write
+``config.yaml`` and ``data.json`` and seed every RNG. The ranks agree on every check: one
+rank's error stops them all (:func:`agree`), none is left waiting. The returned
 :class:`Run` then answers the per-job questions: autocast, loss scaler, micro-batch size
 (:mod:`vicmae.engine.batching`), loaders.
 """
@@ -33,9 +35,10 @@ from vicmae.config import (
     parse_beton,
     resume_differences,
 )
-from vicmae.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
+from vicmae.distributed import DistInfo, setup_distributed, teardown_distributed
 from vicmae.engine.batching import accumulation, batch_too_large, choose_micro_batch
 from vicmae.engine.checkpoint import load_checkpoint, set_rng_state
+from vicmae.engine.data_record import check_data, data_record, write_record
 from vicmae.engine.run_folder import (
     RunFolderError,
     clear_run_dir,
@@ -45,6 +48,7 @@ from vicmae.engine.run_folder import (
     undo_failed_start,
 )
 from vicmae_data.atomic import write_text_atomic
+from vicmae_data.oserror import os_cause
 
 log = logging.getLogger("vicmae")
 
@@ -61,6 +65,7 @@ class Run:
     resume_path: Path | None
     precision: str  # "bf16" | "fp16" | "fp32"
     owns_group: bool = False  # this run joined the process group (and leaves it at the end)
+    data: dict[str, Any] | None = None  # what it trains on (RUN/data.json, see data_record)
 
     @property
     def device(self) -> torch.device:
@@ -164,9 +169,19 @@ class Run:
                 teardown_distributed()
 
     def write_config(self) -> None:
-        if self.info.is_main:
+        """``config.yaml`` and ``data.json`` (rank 0); :class:`RunFolderError` naming the
+        cause (a read-only file system, a full disk) when the folder cannot be written."""
+        if not self.info.is_main:
+            return
+        try:
             self.dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.dir / "config.yaml", dump_yaml(self.cfg))
+            if self.data is not None:
+                write_record(self.dir, self.data)
+        except OSError as exc:
+            raise RunFolderError(
+                f"{self.dir}: cannot write the run folder ({os_cause(exc)})"
+            ) from None
 
 
 def start_run(
@@ -196,32 +211,42 @@ def start_run(
     accumulation(cfg.optim, info.world_size)  # a batch layout that cannot work fails now
     run_dir = Path(cfg.run.out)
     resuming = resume is not None and resume is not False
-    guard_run_dir(run_dir, resume=resuming, overwrite=overwrite)
-    state, path = None, None
-    if resuming:
-        path = find_checkpoint(resume, run_dir)
-        if path is None:
-            log.warning("--resume: no checkpoint in %s yet; starting from scratch", run_dir)
-        else:
-            state = load_checkpoint(path, map_location="cpu")
-            _check_resumable(state, path, cfg, kind, allow_changes)
+    state, path, data, problem = None, None, None, None
+    try:  # each rank checks on its own; then they agree (below) before anything is written
+        guard_run_dir(run_dir, resume=resuming, overwrite=overwrite)
+        data = data_record(cfg)
+        if resuming:
+            path = find_checkpoint(resume, run_dir)
+            if path is None:
+                log.warning("--resume: no checkpoint in %s yet; starting from scratch", run_dir)
+            else:
+                state = load_checkpoint(path, map_location="cpu")
+                _check_resumable(state, path, cfg, kind, allow_changes)
+                data = check_data(path, data, int(state["step"]), allow_changes)
+    except (ValueError, OSError) as exc:
+        problem = exc
+    agree(info, problem)
     if info.distributed:  # every rank must continue from the same checkpoint
         steps = [None] * info.world_size
         dist.all_gather_object(steps, (str(path), int(state["step"])) if state else None)
         if any(s != steps[0] for s in steps):
             raise RunFolderError(f"--resume: the ranks found different checkpoints: {steps}")
-    barrier()  # every rank has checked the folder before rank 0 writes into it
-    if info.is_main:
-        if not resuming:  # --overwrite, or what a failed start left: no run (guarded above)
-            clear_run_dir(run_dir)
-        if resuming:
-            truncate_metrics(run_dir / "metrics.jsonl", int(state["step"]) if state else 0)
     precision = cfg.run.precision
     if precision == "auto":
         precision = "bf16" if info.device.type == "cuda" else "fp32"
-    run = Run(kind, cfg, info, run_dir, state, path, precision, owns)
-    run.write_config()
-    barrier()
+    run = Run(kind, cfg, info, run_dir, state, path, precision, owns, data)
+    try:
+        if info.is_main:
+            if not resuming:  # --overwrite, or what a failed start left: no run (guarded above)
+                clear_run_dir(run_dir)
+            if resuming:
+                truncate_metrics(run_dir / "metrics.jsonl", int(state["step"]) if state else 0)
+        run.write_config()
+    except OSError as exc:  # a read-only file system, a full disk
+        problem = RunFolderError(f"{run_dir}: cannot write the run folder ({os_cause(exc)})")
+    except ValueError as exc:
+        problem = exc
+    agree(info, problem)  # rank 0 wrote the folder, or every rank stops with its reason
     seed_everything(cfg.run.seed + info.rank)  # each rank draws its own masks and augmentations
     if info.is_main:
         log.info("%s", config_summary(cfg))  # the whole config: RUN/config.yaml
@@ -232,6 +257,23 @@ def start_run(
                 "up for 5-11%% of the run)", cfg.optim.warmup_epochs, cfg.optim.epochs,
             )  # fmt: skip
     return run
+
+
+def agree(info: DistInfo, problem: BaseException | None) -> None:
+    """Raise on every rank the first ``problem`` any rank had; return when none had one.
+
+    A rank that stops alone leaves the others waiting in their next collective for ever:
+    every rank calls this at the same point, so all of them stop, each with the reason.
+    """
+    if info.distributed:
+        found: list[Any] = [None] * info.world_size
+        dist.all_gather_object(found, None if problem is None else str(problem))
+        if problem is None:
+            for rank, message in enumerate(found):
+                if message is not None:
+                    raise RunFolderError(f"rank {rank} stopped the run: {message}")
+    if problem is not None:
+        raise problem
 
 
 def _check_resumable(state: dict, path: Path, cfg: JobConfig, kind: str, allow: bool) -> None:

@@ -23,9 +23,8 @@ from vicmae.config import TrainConfig
 from vicmae.engine.batching import probe_step
 from vicmae.engine.loop import FitResult, Job, NonFiniteLossError, StepInfo, fit
 from vicmae.engine.param_groups import build_optimizer
-from vicmae.engine.schedules import per_step, scaled_lr, warmup_cosine
+from vicmae.engine.schedules import lambda_schedule, per_step, scaled_lr, warmup_cosine
 from vicmae.engine.setup import start_run
-from vicmae.model.losses import lambda_schedule
 from vicmae.model.vicmae import ViCMAE
 
 __all__ = ["NonFiniteLossError", "PretrainLoss", "pretrain"]

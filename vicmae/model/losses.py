@@ -1,4 +1,4 @@
-"""ViC-MAE losses: masked-patch reconstruction, two contrastive forms, the lambda schedule.
+"""ViC-MAE losses: masked-patch reconstruction and two contrastive forms.
 
 The paper and the authors' released code describe the contrastive term in two different
 ways; both are here, chosen by ``ModelConfig.contrastive``:
@@ -160,19 +160,3 @@ def reconstruction_loss(
         target = (target - mean) / (var + 1.0e-6) ** 0.5
     loss = ((pred.float() - target.float()) ** 2).mean(dim=-1)  # (N, L) per patch
     return (loss * mask).sum() / mask.sum()
-
-
-def lambda_schedule(
-    epoch: float, start_epoch: float = 200.0, weight: float = 0.025, ramp_epochs: float = 0.0
-) -> float:
-    """Contrastive weight lambda at a (fractional) epoch.
-
-    Paper (Table 5): 0 until epoch 200, then 0.025. ``ramp_epochs > 0`` rises linearly from
-    0 at ``start_epoch`` to ``weight`` at ``start_epoch + ramp_epochs`` instead of a step.
-    Example: ``lambda_schedule(250.0) == 0.025``; ``lambda_schedule(199.9) == 0.0``.
-    """
-    if epoch < start_epoch:
-        return 0.0
-    if ramp_epochs > 0 and epoch < start_epoch + ramp_epochs:
-        return weight * (epoch - start_epoch) / ramp_epochs
-    return weight

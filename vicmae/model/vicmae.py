@@ -29,7 +29,7 @@ from vicmae.model.losses import (
 from vicmae.model.pos_embed import resample_pos_embed_hook, sincos_2d
 from vicmae.model.vit import ViTEncoder, init_weights, make_blocks, vit_arch
 
-__all__ = ["ModelConfig", "ViCMAE", "ViCMAEOutput", "patchify", "unpatchify"]
+__all__ = ["ModelConfig", "ViCMAE", "ViCMAEOutput", "patchify"]
 
 POOLINGS = ("mean", "max", "gem")
 
@@ -128,15 +128,6 @@ def patchify(imgs: Tensor, p: int) -> Tensor:
     return x.reshape(N, h * w, p * p * C)
 
 
-def unpatchify(x: Tensor, p: int) -> Tensor:
-    """x: (N, L, p*p*3) -> imgs (N, 3, H, W); inverse of ``patchify`` for square images."""
-    N, L, _ = x.shape
-    h = w = int(L**0.5)
-    x = x.reshape(N, h, w, p, p, 3)
-    x = torch.einsum("nhwpqc->nchpwq", x)
-    return x.reshape(N, 3, h * p, w * p)
-
-
 def make_projector(in_dim: int, dims: tuple[int, ...]) -> nn.Sequential:
     """(Linear -> BatchNorm1d -> ReLU) for every width but the last, then a plain Linear."""
     layers: list[nn.Module] = []
@@ -157,7 +148,6 @@ class ViCMAE(nn.Module):
         self.cfg = cfg
         self.encoder = ViTEncoder.from_arch(cfg.arch, cfg.img_size, cfg.drop_path)
         D, p = self.encoder.embed_dim, self.encoder.patch_size
-        L = self.encoder.num_patches
 
         # --- MAE decoder (only used for reconstruction; dropped at export) ---
         self.decoder_embed = nn.Linear(D, cfg.decoder_dim)
@@ -169,7 +159,6 @@ class ViCMAE(nn.Module):
         self.decoder_blocks = make_blocks(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads)
         self.decoder_norm = nn.LayerNorm(cfg.decoder_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(cfg.decoder_dim, p * p * 3)
-        self.num_patches = L
         self.register_load_state_dict_pre_hook(resample_pos_embed_hook("decoder_pos_embed"))
 
         # --- contrastive branch: one projector for predictor and target (shared weights) ---
@@ -277,12 +266,3 @@ class ViCMAE(nn.Module):
             pooled=pooled.transpose(0, 1),  # (N, 2, D)
             mask_views=mask.view(2, N, -1).transpose(0, 1),  # (N, 2, L)
         )
-
-    def features(self, imgs: Tensor, pool: str = "cls") -> Tensor:
-        """imgs: (N, 3, H, W), no masking -> (N, D): the cls token (paper) or the patch mean."""
-        x = self.encoder.forward_features(imgs)  # (N, 1+L, D)
-        if pool == "cls":
-            return x[:, 0]
-        if pool == "mean":
-            return x[:, 1:].mean(dim=1)
-        raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")

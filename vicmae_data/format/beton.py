@@ -36,6 +36,7 @@ import numpy as np
 from vicmae_data.format.frame_blob import FrameList, packed_size, unpack_frames
 from vicmae_data.format.manifest import Manifest, read_manifest
 from vicmae_data.format.tables import TableError, read_tables
+from vicmae_data.oserror import not_a_file
 
 MAX_WEBP_SIDE = 16383  # libwebp's largest picture side
 
@@ -81,8 +82,9 @@ class BetonFile:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise BetonError(f"{self.path}: no such file")
+        why = not_a_file(self.path)
+        if why is not None:  # a folder or a FIFO is named as such, and a FIFO never opened
+            raise BetonError(f"{self.path}: {why}")
         try:
             self.tables = read_tables(self.path)
             allocations = self.tables.checked_allocations()

@@ -27,7 +27,7 @@ RELABEL_MODES: tuple[str, ...] = ("auto", "offset", "keep")
 @dataclass(frozen=True)
 class InputSummary:
     path: str
-    length: int
+    length: int  # every sample, damaged rows included
     classes: dict[int, str]  # from the first sample of every label
     datasets: frozenset[str]
     max_label: int
@@ -36,10 +36,17 @@ class InputSummary:
 
 def summarise(path: str) -> InputSummary:
     beton = BetonFile(path)
-    labels = np.asarray(beton.labels, dtype=np.int64)
+    # Damaged rows (BetonFile.damaged_rows) are read by nobody: their metas and sizes
+    # say nothing, and the reader leaves them out.
+    good = np.ones(len(beton), dtype=bool)
+    good[list(beton.damaged_rows())] = False
+    if len(beton) and not good.any():
+        raise BetonError(f"{path}: every sample's table row is damaged")
+    labels = np.asarray(beton.labels, dtype=np.int64)[good]
     if len(labels) == 0:
         raise BetonError(f"{path}: the file holds no samples")
     uniq, first = np.unique(labels, return_index=True)
+    first = np.flatnonzero(good)[first]
     classes: dict[int, str] = {}
     datasets: set[str] = set()
     for label, i in zip(uniq, first, strict=True):
@@ -51,11 +58,11 @@ def summarise(path: str) -> InputSummary:
         classes = beton.class_names()
     return InputSummary(
         path=path,
-        length=len(labels),
+        length=len(beton),
         classes=classes,
         datasets=frozenset(datasets),
         max_label=max(int(uniq.max()), len(classes) - 1),
-        max_sample_bytes=int(np.asarray(beton.frames_meta["size"]).max()),
+        max_sample_bytes=int(np.asarray(beton.frames_meta["size"])[good].max()),
     )
 
 

@@ -10,13 +10,22 @@ dataset's one class list in every split's file (:mod:`vicmae_data.format.manifes
     check_same_classes("train.beton", "val.beton")  # ClassMapError (one line) if they differ
     class_map("train.beton")["abseiling"]  # -> 0
     require_labels("ssv2-test.beton")  # UnlabelledError: SSv2's test split ships no labels
+    check_labels("train.beton")  # -> 400; LabelError naming the first sample out of range
+
+Labels sit outside the frames' CRC32: :func:`check_labels` is what a job runs before it
+sizes a classifier head from a file (a label of 1,000,000 would make a 1,000,001-way head).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
-from vicmae_data.format.beton import BetonFile
+import numpy as np
+
+from vicmae_data.format.beton import BetonError, BetonFile
+
+log = logging.getLogger(__name__)
 
 
 class ClassMapError(ValueError):
@@ -26,6 +35,50 @@ class ClassMapError(ValueError):
 class UnlabelledError(ValueError):
     """A file holds samples of a split that ships without labels (label -1): nothing can
     be trained or scored on them."""
+
+
+class LabelError(ValueError):
+    """A sample's label is not one of its file's classes (the message names the first)."""
+
+
+def check_labels(path: str | os.PathLike) -> int:
+    """The number of classes of ``path``, after checking every sample's label against it.
+
+    The classes are the list stored in the file; a label outside ``0..classes-1`` is a
+    :class:`LabelError` naming the first such sample (one line), a split that ships
+    without labels an :class:`UnlabelledError` (:func:`require_labels`). A file converted
+    before class lists were stored has only its labels: a negative one is refused, and
+    the count is the largest label + 1 (with a warning that nothing more can be checked).
+    """
+    require_labels(path)
+    beton = BetonFile(path)
+    labels = np.asarray(beton.labels, dtype=np.int64)
+    if len(labels) == 0:
+        raise LabelError(f"{beton.path}: the file holds no samples")
+    manifest = beton.manifest
+    classes = manifest.num_classes if manifest is not None else None
+    bad = labels < 0 if classes is None else (labels < 0) | (labels >= classes)
+    if bad.any():
+        i = int(np.argmax(bad))
+        where = "below 0" if classes is None else f"not one of its {classes} classes"
+        raise LabelError(
+            f"{beton.path}: sample {i} ({_source(beton, i)}) has label {int(labels[i])}, "
+            f"{where}; {int(bad.sum())} such sample(s): `vicmae-data verify` lists them"
+        )
+    if classes is None:
+        classes = int(labels.max()) + 1
+        log.warning(
+            "%s stores no class list (converted before lists were stored): %d classes "
+            "from its largest label, which nothing checks", beton.path, classes,
+        )  # fmt: skip
+    return classes
+
+
+def _source(beton: BetonFile, index: int) -> str:
+    try:
+        return str(beton.meta(index).get("source", "?"))
+    except BetonError:  # a damaged meta must not hide the label being reported
+        return "?"
 
 
 def require_labels(path: str | os.PathLike) -> None:

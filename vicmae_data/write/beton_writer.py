@@ -21,7 +21,9 @@ for the bytes it stores)::
    plan put it (``os.pwrite``); the JSON metas go, in index order, after the last blob, so
    ``info`` reads them all in one sweep, none across a page boundary;
 3. the allocation table and the header go last; the whole file through
-   :func:`vicmae_data.atomic.atomic_path`, so it appears complete or not at all.
+   :func:`vicmae_data.atomic.atomic_path`, so it appears complete or not at all (a
+   ``before_rename`` callback writes what must exist when it appears, such as a report:
+   the rename is the last step).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ def write_beton(
     num_workers: int = READ_AHEAD_THREADS,
     progress: Callable[[int, int], None] | None = None,
     manifest: Manifest | None = None,
+    before_rename: Callable[[], object] | None = None,
 ) -> Path:
     """Write ``samples`` to ``path`` atomically; see :func:`write_beton_stats`."""
     return write_beton_stats(
@@ -93,6 +96,7 @@ def write_beton(
         num_workers=num_workers,
         progress=progress,
         manifest=manifest,
+        before_rename=before_rename,
     ).path
 
 
@@ -104,6 +108,7 @@ def write_beton_stats(
     num_workers: int = READ_AHEAD_THREADS,
     progress: Callable[[int, int], None] | None = None,
     manifest: Manifest | None = None,
+    before_rename: Callable[[], object] | None = None,
 ) -> WriteStats:
     """Write ``samples`` (any indexable sequence of :class:`Sample`) to ``path``.
 
@@ -112,7 +117,8 @@ def write_beton_stats(
     once more to measure it. ``num_workers`` threads read samples ahead of the writer.
     ``progress(done, total)`` is called as samples are written. ``manifest`` (the class
     list, :mod:`vicmae_data.format.manifest`) goes between the data and the allocation
-    table, pointed at from the label field's descriptor. Raises
+    table, pointed at from the label field's descriptor. ``before_rename()`` is called
+    once the file is complete under its temporary name, before it takes ``path``. Raises
     :class:`BetonWriteError` (one line, naming the cause) when the file cannot be written;
     nothing is then left under ``path``.
     """
@@ -153,6 +159,8 @@ def write_beton_stats(
                 _pwrite_all(fd, header.tobytes() + descriptors.tobytes() + metadata.tobytes(), 0)
             finally:
                 os.close(fd)
+            if before_rename is not None:
+                before_rename()
     except OSError as exc:
         raise BetonWriteError(f"{path}: cannot write ({os_cause(exc)})") from None
     stored = int(sum(int(size) for _, _, size in allocations))

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -45,7 +46,7 @@ from typing import Any
 from vicmae_data.oserror import os_cause
 from vicmae_data.write.holdout import holdout_sources, source_hash
 from vicmae_data.write.parts import PartsCache, parts_dir_for, read_part
-from vicmae_data.write.pool import DEFAULT_ITEM_TIMEOUT, PoolError, WorkerPool
+from vicmae_data.write.pool import PoolError, WorkerPool
 from vicmae_data.write.report import (
     ConvertReport,
     OutputExistsError,
@@ -55,9 +56,11 @@ from vicmae_data.write.report import (
     write_report,
 )
 from vicmae_data.write.settings import (
+    DEFAULT_ITEM_TIMEOUT,
     DEFAULT_MAX_SAMPLE_BYTES,
     DEFAULT_METHOD,
     DEFAULT_QUALITY,
+    DEFAULT_SHORT_SIDE,
     TranscodeSettings,
 )
 from vicmae_data.write.worker import Job
@@ -74,6 +77,7 @@ __all__ = [
     "OutputExistsError",
     "convert",
     "in_shard",
+    "parse_fps",
     "parse_shard",
     "report_path_for",
 ]
@@ -125,6 +129,19 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+def parse_fps(text: str) -> float | None:
+    """``"native"`` -> None (the video's own rate); ``"15"`` -> 15.0 (at most 15 frames/s)."""
+    if text.strip().lower() == "native":
+        return None
+    try:
+        fps = float(text)
+    except ValueError:
+        fps = math.nan
+    if not fps > 0:
+        raise ValueError(f"--fps must be 'native' or a number > 0, got {text!r}")
+    return fps
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
@@ -136,7 +153,7 @@ def convert(
     *,
     split: str = "train",
     workers: int | None = None,
-    short_side: int = 256,
+    short_side: int = DEFAULT_SHORT_SIDE,
     fps: float | None = None,
     max_frames: int | None = None,
     quality: int = DEFAULT_QUALITY,

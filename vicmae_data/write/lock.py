@@ -8,6 +8,10 @@ The lock is the kernel's (``fcntl.flock`` on the open lock file), so it goes wit
 process however it ends: a killed job leaves at most a stale ``OUT.lock`` that the next job
 takes over. On a network file system ``flock`` works across hosts where the file system
 supports locks (NFSv4, Lustre with ``flock`` mounted).
+
+Holding the lock also proves that no live job is writing ``OUT``: the temporary files a
+killed job left for ``OUT`` and its report (``.OUT.PID.HEX.tmp``, as large as what it had
+written: hundreds of GB for a killed Kinetics write) are removed as soon as it is taken.
 """
 
 from __future__ import annotations
@@ -15,12 +19,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from vicmae_data.atomic import temporaries
+
+log = logging.getLogger(__name__)
 
 
 class OutputLockedError(RuntimeError):
@@ -35,10 +44,11 @@ def lock_path_for(out: str | os.PathLike) -> Path:
 @contextlib.contextmanager
 def output_lock(out: str | os.PathLike) -> Iterator[Path]:
     """Hold the lock of output ``out`` until the block ends; :class:`OutputLockedError` if
-    another process holds it."""
+    another process holds it. Once held, a killed job's temporary files of ``out`` go."""
     path = lock_path_for(out)
     fd = _acquire(path, Path(out))
     try:
+        remove_leftovers(Path(out))
         holder = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -52,6 +62,20 @@ def output_lock(out: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             path.unlink()  # while still holding the lock: see _acquire
         os.close(fd)
+
+
+def remove_leftovers(out: Path) -> list[Path]:
+    """Remove the temporary files of ``out`` and of ``OUT.report.json`` (call it only while
+    holding ``out``'s lock: then their writer is dead); returns what was removed."""
+    removed = []
+    for name in (out.name, out.name + ".report.json"):
+        for tmp in temporaries(out.parent, name):
+            with contextlib.suppress(OSError):
+                size = tmp.stat().st_size
+                tmp.unlink()
+                removed.append(tmp)
+                log.warning("removed %s (%d bytes) left by a job that was killed", tmp, size)
+    return removed
 
 
 def _acquire(path: Path, out: Path) -> int:

@@ -1,7 +1,11 @@
 """Join .beton files (shards of one dataset, or different datasets) without re-encoding.
 
 The WebP bytes are copied as they are (after a CRC32 check). Samples are read lazily from
-the inputs while the writer runs, so memory does not grow with the inputs.
+the inputs while the writer runs, so memory does not grow with the inputs. A sample whose
+table row is damaged (:meth:`BetonFile.damaged_rows`) or whose bytes fail their CRC32 stops
+the merge, naming it, or is left out with ``skip_damaged``. The output is locked for the
+job (:mod:`vicmae_data.write.lock`: a second merge into it is refused, a killed one's
+temporary file removed), and its report is written before the file takes its name.
 
 Labels: :mod:`vicmae_data.format.labels` decides which inputs share a label space (shards
 of one dataset keep their labels, different datasets are offset past each other, as
@@ -26,8 +30,10 @@ from vicmae_data.atomic import write_text_atomic
 from vicmae_data.format.beton import BetonError, BetonFile, Sample
 from vicmae_data.format.labels import RelabelMode, plan_labels
 from vicmae_data.format.manifest import merged_manifest
+from vicmae_data.oserror import os_cause
 from vicmae_data.sources.items import UNLABELLED
-from vicmae_data.write.beton_writer import write_beton
+from vicmae_data.write.beton_writer import BetonWriteError, write_beton
+from vicmae_data.write.lock import output_lock
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +112,30 @@ class MergedSamples(Sequence[Sample]):
         sizes = [np.asarray(self._file(k).frames_meta["size"]) for k in inputs]
         return [int(sizes[k][i]) for k, i in self._where]
 
+    def damaged_rows(self) -> list[dict[str, Any]]:
+        """(path, index, source, reason) of every sample whose table row cannot be read
+        (:meth:`BetonFile.damaged_rows`: a size or pointer outside the file, ...)."""
+        found = []
+        for k, path in enumerate(self.plan.inputs):
+            beton = self._file(k)
+            for i, reason in beton.damaged_rows().items():
+                found.append({"path": path, "index": i, "source": "?", "reason": reason})
+        return found
+
     def drop_damaged(self) -> list[dict[str, Any]]:
-        """Check every sample's CRC32; drop and return (path, index, source, reason) of bad ones."""
+        """Drop and return (path, index, source, reason) of the samples whose table row is
+        damaged or whose bytes fail their CRC32 (every sample is checked)."""
+        rows = {(e["path"], e["index"]): e for e in self.damaged_rows()}
         damaged, keep = [], []
         for row, (k, i) in enumerate(self._where):
             beton = self._file(int(k))
-            if beton.checksum_ok(int(i)):
+            entry = rows.get((self.plan.inputs[k], int(i)))
+            if entry is None and beton.checksum_ok(int(i)):
                 keep.append(row)
                 continue
             damaged.append(
-                {
+                entry
+                or {
                     "path": self.plan.inputs[k],
                     "index": int(i),
                     "source": _source_of(beton, int(i)),
@@ -225,11 +245,13 @@ def merge(
 ) -> MergeResult:
     """Write the samples of ``inputs`` in order to ``out`` (atomically), copying WebP bytes.
 
-    Every sample's frame bytes are checked against the CRC32 they were written with before
-    they are copied: a merge never re-signs damaged bytes. By default the first damaged
-    sample stops the merge (:class:`BetonError` naming it; nothing is written);
-    ``skip_damaged=True`` checks every sample first, leaves the damaged ones out and lists
-    them in the merged report (``damaged``). ``num_workers`` threads read the inputs.
+    Every sample's table row is checked, and its frame bytes against the CRC32 they were
+    written with, before they are copied: a merge never re-signs damaged bytes. By default
+    the first damaged sample stops the merge (:class:`BetonError` naming it; nothing is
+    written); ``skip_damaged=True`` checks every sample first, leaves the damaged ones out
+    and lists them in the merged report (``damaged``). ``num_workers`` threads read the
+    inputs. ``out`` is locked while it is written (``OutputLockedError`` when another job
+    holds it); the report is written before ``out`` takes its name.
 
     Example::
 
@@ -240,11 +262,30 @@ def merge(
     for p in inputs:
         if _same_file(Path(p), out):
             raise ValueError(f"refusing to overwrite input {p} with the merged output")
+    with output_lock(out):
+        return _merge(inputs, out, relabel, num_workers, skip_damaged)
+
+
+def _merge(
+    inputs: Sequence[str | os.PathLike],
+    out: Path,
+    relabel: RelabelMode,
+    num_workers: int,
+    skip_damaged: bool,
+) -> MergeResult:
     plan = plan_merge(inputs, relabel)
     for note in plan.notes:
-        warnings.warn(note, MergeWarning, stacklevel=2)
+        warnings.warn(note, MergeWarning, stacklevel=3)
     samples = MergedSamples(plan)
     damaged: list[dict[str, Any]] = []
+    rows = samples.damaged_rows()
+    if rows and not skip_damaged:  # before any size from such a row is used
+        first = rows[0]
+        raise BetonError(
+            f"{first['path']}: sample {first['index']} is damaged ({first['reason']}); "
+            f"{len(rows)} such sample(s): `vicmae-data verify` lists the damaged samples, "
+            "`merge --skip-damaged` leaves them out"
+        )
     if skip_damaged:
         damaged = samples.drop_damaged()
         for entry in damaged:
@@ -256,13 +297,25 @@ def merge(
     )
     if manifest is not None and damaged:
         manifest = manifest.select(samples.kept_rows())
+    reports: list[Path | None] = []
+
+    def report() -> None:
+        try:
+            reports.append(merge_reports(plan.inputs, out, len(samples), damaged))
+        except OSError as exc:  # OUT is not renamed then: never there without its report
+            raise BetonWriteError(
+                f"{report_path(out)}: cannot write the merge's report ({os_cause(exc)})"
+            ) from None
+
+    # The report first, then OUT takes its name: a merge killed between the two leaves no
+    # OUT without its report.
     write_beton(
         out,
         samples,
         frame_sizes=samples.frame_sizes(),
         num_workers=num_workers,
         manifest=manifest,
+        before_rename=report,
     )
     log.info("merged %d samples from %d files into %s", len(samples), len(plan.inputs), out)
-    report = merge_reports(plan.inputs, out, len(samples), damaged)
-    return MergeResult(out=out, plan=plan, report=report, damaged=tuple(damaged))
+    return MergeResult(out=out, plan=plan, report=reports[0], damaged=tuple(damaged))

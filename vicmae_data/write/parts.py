@@ -6,7 +6,9 @@ parts; rerunning the same command skips every item that has a part (skipped item
 too, so a bad file is not re-tried). ``key.json`` holds the settings the parts were made
 with: a rerun with other settings is refused with the list of what differs
 (:class:`SettingsChangedError`) and empties the cache only when asked (``restart=True``).
-After the .beton is assembled the folder goes.
+After the .beton is assembled the folder goes. A part whose worker was killed mid-write
+leaves a temporary file that :meth:`PartsCache.open` removes (it runs under the output's
+lock, so no live job writes here).
 
 A part file is ``MAGIC``, a little-endian uint32 header length, a JSON header (status,
 reason, label, meta, frame sizes) and the frame bytes back to back. Reading the header
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vicmae_data.atomic import atomic_open, write_text_atomic
+from vicmae_data.atomic import atomic_open, temporaries, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,7 @@ class PartsCache:
         ``restart`` is set: then the old items are deleted and the run starts over.
         """
         key_path = self.directory / KEY_FILE
+        self._remove_leftovers()
         if self.directory.exists():
             try:
                 stored = json.loads(key_path.read_text())
@@ -171,6 +174,16 @@ class PartsCache:
         if not self.directory.exists():
             self.directory.mkdir(parents=True)
             write_text_atomic(key_path, json.dumps(self.key, indent=1, sort_keys=True))
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files of parts (and of ``key.json``) whose writer was killed."""
+        folders = [self.directory]
+        if self.directory.is_dir():
+            folders += [p for p in self.directory.iterdir() if p.is_dir()]
+        for folder in folders:
+            for tmp in temporaries(folder):
+                tmp.unlink(missing_ok=True)
+                log.info("removed %s, left by a worker that was killed", tmp)
 
     def path(self, source: str) -> Path:
         return self.directory / part_name(source)

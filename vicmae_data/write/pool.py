@@ -33,6 +33,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from vicmae_data.write.parts import write_part
+from vicmae_data.write.settings import DEFAULT_ITEM_TIMEOUT
 from vicmae_data.write.worker import Job, serve
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,6 @@ log = logging.getLogger(__name__)
 # A worker process is replaced after this many items, so that whatever a decoder leaks
 # on odd files cannot add up over a 300k-item dataset.
 TASKS_PER_WORKER = 500
-# Ten minutes: a 10 s Kinetics clip converts in well under a second, an hour-long
-# video at 256 px in a few minutes; only something stuck takes longer.
-DEFAULT_ITEM_TIMEOUT = 600.0
 TICK = 1.0  # the longest the parent sleeps without looking at its workers
 MAX_STARTUP_DEATHS = 3  # workers dying before taking any item: the machine is the problem
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Frames resized so the short side is 256: room for the 224 crops of training (README
+# "Storage"; `make bench-convert`).
+DEFAULT_SHORT_SIDE = 256
 # WebP quality, chosen from the storage table (README "Storage"; `make bench-convert`): the
 # highest quality whose estimated size on real clips stays within 2x the source mp4s at
 # native frame rate and short side 256, at 36 dB PSNR (q90: ~3x, 40 dB).
@@ -17,6 +20,9 @@ DEFAULT_METHOD = 2
 # A sample must fit one ffcv page (< 2 GiB) and a reader's memory; an 80 s clip at
 # 256 short side is ~17 MB, so 512 MiB only stops something absurd (hours of video).
 DEFAULT_MAX_SAMPLE_BYTES = 512 << 20
+# Ten minutes: a 10 s Kinetics clip converts in well under a second, an hour-long
+# video at 256 px in a few minutes; only something stuck takes longer.
+DEFAULT_ITEM_TIMEOUT = 600.0
 MAX_SAMPLE_BYTES = (1 << 31) - (1 << 20)  # ffcv's largest page, less room for the meta
 WEBP_MAX_SIDE = 16383  # libwebp's limit on a picture's width and height
 
@@ -25,7 +31,7 @@ WEBP_MAX_SIDE = 16383  # libwebp's limit on a picture's width and height
 class TranscodeSettings:
     """How every item of a conversion is encoded (part of the resume cache's key)."""
 
-    short_side: int = 256
+    short_side: int = DEFAULT_SHORT_SIDE
     fps: float | None = None  # None keeps the native rate; else at most this many frames/s
     max_frames: int | None = None  # keep at most this many frames per video
     quality: int = DEFAULT_QUALITY
