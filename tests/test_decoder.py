@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from media import noise, webp
+from media import noise, sample_params, webp
 
 from vicmae_data.format.beton import Sample
 from vicmae_data.format.frames import FrameList
-from vicmae_data.load.loader import make_loader, sample_params
+from vicmae_data.load.loader import make_loader
 from vicmae_data.load.native import libwebp
 from vicmae_data.write.beton_writer import write_beton
 
