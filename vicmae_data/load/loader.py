@@ -48,6 +48,7 @@ from vicmae_data.load.mixing import MIX_MODES, concat_schedule, split_batch
 from vicmae_data.load.order import BlockShuffleOrder, default_rank_world
 from vicmae_data.load.rows import readable_samples
 from vicmae_data.load.samplers import SAMPLERS
+from vicmae_data.oserror import not_a_file
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,9 @@ def _parse_paths(paths: PathSpec | Sequence[PathSpec], mix: str) -> list[tuple[s
                 "weights are for mix='weights'"
             )
         path, weight = (p[0], float(p[1])) if isinstance(p, tuple) else (p, 1.0)
-        if not os.path.isfile(path):
-            raise BetonError(f"{path}: no such file")
+        why = not_a_file(path)
+        if why is not None:  # a folder is named as one, not as missing
+            raise BetonError(f"{path}: {why}")
         if weight <= 0:
             raise ValueError(f"{path}: weight must be > 0, not {weight}")
         out.append((os.fspath(path), weight))
