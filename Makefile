@@ -48,7 +48,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Mutation testing of the numerical core and the engine's wiring (README, "Development"):
+# Mutation testing of the numerical core and the engine's wiring (docs/development.md):
 # about 30 minutes on 2 cores, so not part of `make test`. cosmic-ray makes the mutants;
 # it is installed here, not in the dev extras CI installs. Options pass through:
 # make mutate ARGS="--group loop --limit 10"

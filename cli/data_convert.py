@@ -24,6 +24,7 @@ from rich.table import Table
 from vicmae_cli.common import err_console, fail, open_beton_or_fail
 from vicmae_cli.display import shown
 from vicmae_cli.progress import ConvertProgressView
+from vicmae_data.defaults import MERGE_WORKERS
 from vicmae_data.sources.registry import DATASETS, layouts_help
 from vicmae_data.write.settings import (
     DEFAULT_ITEM_TIMEOUT,
@@ -289,7 +290,9 @@ def merge_cmd(
         help="auto: keep labels of one dataset's shards, offset different datasets; "
         "offset: shift every input past the previous; keep: never change labels.",
     ),
-    workers: int = typer.Option(4, "--workers", "-w", min=1, help="Threads reading the inputs."),
+    workers: int = typer.Option(
+        MERGE_WORKERS, "--workers", "-w", min=1, help="Threads reading the inputs."
+    ),
     skip_damaged: bool = typer.Option(
         False,
         "--skip-damaged",

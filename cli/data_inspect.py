@@ -13,6 +13,7 @@ from rich.table import Table
 
 from vicmae_cli.common import err_console, fail, open_beton_or_fail
 from vicmae_cli.display import shown
+from vicmae_data.defaults import PREVIEW_MAX_FRAMES, PREVIEW_THUMB_WIDTH, VERIFY_WORKERS
 
 if TYPE_CHECKING:
     from vicmae_data.inspect.info import BetonInfo
@@ -110,7 +111,9 @@ def info_cmd(
 
 def verify_cmd(
     path: Path = typer.Argument(..., help="The .beton file."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes decoding frames."),
+    workers: int = typer.Option(
+        VERIFY_WORKERS, "--workers", "-w", min=1, help="Processes decoding frames."
+    ),
 ) -> None:
     """Decode every frame of every sample; name the bad ones (exit 1 if any).
 
@@ -152,9 +155,13 @@ def preview_cmd(
     path: Path = typer.Argument(..., help="The .beton file."),
     index: int = typer.Option(0, "--index", "-i", help="Which sample."),
     out: Path = typer.Option(..., "--out", "-o", help="PNG to write."),
-    max_frames: int = typer.Option(16, "--max-frames", "-n", min=1, help="Frames shown at most."),
+    max_frames: int = typer.Option(
+        PREVIEW_MAX_FRAMES, "--max-frames", "-n", min=1, help="Frames shown at most."
+    ),
     cols: int = typer.Option(0, "--cols", "-c", min=0, help="Columns (0: about square)."),
-    thumb_width: int = typer.Option(256, "--thumb-width", min=16, help="Width of each frame."),
+    thumb_width: int = typer.Option(
+        PREVIEW_THUMB_WIDTH, "--thumb-width", min=16, help="Width of each frame."
+    ),
 ) -> None:
     """Write a contact sheet (PNG) of one sample's frames, captioned with frame number and time.
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vicmae_cli.common import fail
+from vicmae_data.defaults import SYNTH_ITEMS, SYNTH_STYLE
 from vicmae_data.sources.registry import DATASETS as LAYOUTS  # synth writes every layout
 from vicmae_data.sources.registry import get_layout
 
@@ -23,7 +24,7 @@ def synth(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the dataset into."),
     videos: int = typer.Option(
-        24, "--videos", "-n", min=1, help="Items (videos or images) per split."
+        SYNTH_ITEMS, "--videos", "-n", min=1, help="Items (videos or images) per split."
     ),
     seed: int = typer.Option(0, "--seed", "-s", help="Random seed; same seed, same dataset."),
     split: str = typer.Option(
@@ -52,7 +53,7 @@ def synth(
         "default, or large).",
     ),
     style: str = typer.Option(
-        "colour",
+        SYNTH_STYLE,
         "--style",
         help="What the media show. colour: a shape whose colour, form and motion are the "
         "class (easy). texture: a pattern whose kind is the class while colours, position, "

@@ -23,7 +23,7 @@ class ConvertProgressView:
     (stderr redirected to a file, as under Slurm) one plain line every ``every`` seconds
     and at the start and end of each phase, with rates and the time left."""
 
-    def __init__(self, console: Console, every: float = 30.0) -> None:
+    def __init__(self, console: Console, every: float) -> None:
         self.console = console
         self.every = every
         self.live = console.is_terminal

@@ -5,7 +5,8 @@ smallest model a training test runs.
 - :func:`make_tiny_beton`: clips of two classes written with the real writer;
 - :func:`write_class_clips`, :func:`write_mixed_folder`: class folders of real videos and
   images for the converter (PyAV);
-- :data:`TINY_MODEL`: the config overrides of a ViC-MAE small enough to train in seconds.
+- :data:`TINY_MODEL`: the config overrides of a ViC-MAE small enough to train in seconds;
+- :func:`sample_params`: the views a decoder draws for one sample, for a reference to crop.
 
 Example::
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -24,6 +26,9 @@ from PIL import Image
 from vicmae_data.format.beton import Sample
 from vicmae_data.format.frames import FrameList
 from vicmae_data.write.beton_writer import write_beton
+
+if TYPE_CHECKING:
+    from vicmae_data.load.decoder import WebPFramesDecoder
 
 # ViT-pico (patch 8; add data.resolution=32 for 16 patches), a one-block decoder 32 wide
 # and a 64-wide projector: a pretraining step takes milliseconds on a CPU.
@@ -88,3 +93,27 @@ def write_mixed_folder(root: Path, height: int, width: int) -> Path:
     write_video(root / "a" / "one.mp4", clip[:1])
     Image.fromarray(clip[0]).save(root / "a" / "still.png")
     return root
+
+
+def sample_params(
+    decoder: WebPFramesDecoder,
+    sample_id: int,
+    num_frames: int,
+    height: int,
+    width: int,
+    epoch: int,
+    image: bool | None = None,
+) -> np.ndarray:
+    """The (V, 6) int32 (frame, top, left, height, width, flip) rows ``decoder`` draws for
+    one sample in its compiled pipeline (``image``: whether it is a still image; default: a
+    one-frame sample is), through the same kernel and settings rows."""
+    from vicmae_data.load.crops import draw_view_params
+
+    params = np.zeros((decoder.num_views, 6), dtype=np.int32)
+    one_frame_video = num_frames == 1 and image is False
+    settings = decoder.video_settings if one_frame_video else decoder.settings
+    draw_view_params(
+        decoder.seed, epoch, sample_id, num_frames, height, width, decoder.plan, settings,
+        params, np.zeros(1, np.uint64),
+    )  # fmt: skip
+    return params

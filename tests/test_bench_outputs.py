@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 from pathlib import Path
 
@@ -42,10 +43,16 @@ def test_each_cpu_benchmark_takes_its_folder_from_the_options(name):
 
 
 def test_make_update_1_passes_the_flag():
+    # Under `make test` this is a make inside make: MAKELEVEL would add "Entering directory"
+    # lines, and the parent's MAKEFLAGS its options, so the child gets a clean environment.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+
+    def dry_run(*argv: str) -> str:
+        done = subprocess.run(["make", "--no-print-directory", "-n", *argv], cwd=ROOT,
+                              env=env, capture_output=True, text=True)  # fmt: skip
+        return done.stdout
+
     for target in ("bench-loader", "bench-convert"):
-        plain = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True)
-        update = subprocess.run(
-            ["make", "-n", target, "UPDATE=1"], cwd=ROOT, capture_output=True, text=True
-        )
-        assert "--update-results" not in plain.stdout
-        assert "--update-results" in update.stdout.splitlines()[-1]
+        plain, update = dry_run(target), dry_run(target, "UPDATE=1")
+        assert "--update-results" not in plain
+        assert "--update-results" in update.splitlines()[-1]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae.config import builtin_configs, load_config, to_dict
@@ -20,10 +20,7 @@ from vicmae.model.vicmae import ViCMAE
 from vicmae_cli.train import app
 
 runner = CliRunner()
-TINY = [
-    "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
-    "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-]  # fmt: skip
+TINY = [*TINY_MODEL, "data.resolution=32"]
 
 
 def test_configs_shows_each_description_whole():

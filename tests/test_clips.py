@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from media import sample_params
 from test_samplers import RefRng
 
 from vicmae_data import make_loader, to_model_input
@@ -27,7 +28,7 @@ from vicmae_data.format.beton import Sample
 from vicmae_data.format.frames import FrameList
 from vicmae_data.inspect.read import decode_frames
 from vicmae_data.load.crops import draw_view_params, uniform_crop, view_plan
-from vicmae_data.load.loader import CLIP_RATIO, CLIP_VIDEO_SCALE, sample_params
+from vicmae_data.load.loader import CLIP_RATIO, CLIP_VIDEO_SCALE
 from vicmae_data.load.samplers import clip, rng_init
 from vicmae_data.write.beton_writer import write_beton
 

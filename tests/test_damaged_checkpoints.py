@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae.config import load_config, to_dict
@@ -21,16 +21,13 @@ from vicmae.model.vicmae import ViCMAE
 from vicmae_cli.train import app
 
 runner = CliRunner()
-TINY_MODEL = [
-    "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
-    "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-]  # fmt: skip
+TINY = [*TINY_MODEL, "data.resolution=32"]
 SEEDS = range(8)
 
 
 def _state(nan: bool = False) -> dict:
     torch.manual_seed(0)
-    cfg = load_config(None, TINY_MODEL)
+    cfg = load_config(None, TINY)
     model = ViCMAE(cfg.model).state_dict()
     if nan:
         model = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v

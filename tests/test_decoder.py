@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from media import webp
+from media import noise, sample_params, webp
 
 from vicmae_data.format.beton import Sample
 from vicmae_data.format.frames import FrameList
-from vicmae_data.load.loader import make_loader, sample_params
+from vicmae_data.load.loader import make_loader
 from vicmae_data.load.native import libwebp
 from vicmae_data.write.beton_writer import write_beton
 
@@ -24,8 +24,7 @@ IMAGE_HW = (36, 44)
 
 def pixels(sample: int, frame: int, hw: tuple[int, int]) -> np.ndarray:
     """Noise that identifies (sample, frame): any wrong frame or crop shows."""
-    rng = np.random.default_rng(1000 * sample + frame)
-    return rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+    return noise(1000 * sample + frame, *hw)
 
 
 def make_samples(n: int) -> list[Sample]:

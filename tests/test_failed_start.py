@@ -12,7 +12,7 @@ import re
 
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae.config import load_config, to_dict
@@ -21,10 +21,6 @@ from vicmae.model.vicmae import ViCMAE
 from vicmae_cli.train import app
 
 runner = CliRunner()
-TINY = [
-    "model.arch=vit_pico_patch8", "model.decoder_dim=32",
-    "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-]  # fmt: skip
 SHORT = [
     "data.resolution=32",
     "optim.epochs=1",
@@ -39,7 +35,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("first-hour")
     beton = make_tiny_beton(root / "tiny.beton", n=16)
     torch.manual_seed(0)
-    cfg = load_config(None, [*TINY, "data.resolution=32"])
+    cfg = load_config(None, [*TINY_MODEL, "data.resolution=32"])
     ckpt = save_checkpoint(
         root / "pretrain" / "last.pt",
         {"kind": "pretrain", "model": ViCMAE(cfg.model).state_dict(), "config": to_dict(cfg),
@@ -51,7 +47,7 @@ def data(tmp_path_factory):
 def _job(kind: str, beton, ckpt, out, *extra: str) -> list[str]:
     args = ["train", kind, "--beton", str(beton), "--out", str(out), *SHORT, *extra]
     # The evaluations take the model from the pretraining checkpoint.
-    return [*args, *TINY] if kind == "pretrain" else [*args, "--checkpoint", str(ckpt)]
+    return [*args, *TINY_MODEL] if kind == "pretrain" else [*args, "--checkpoint", str(ckpt)]
 
 
 def _error(res) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton
 
 from vicmae.config import LinprobeConfig, load_config
 from vicmae.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -21,9 +21,8 @@ from vicmae.jobs.linprobe import linprobe
 from vicmae.jobs.pretrain import NonFiniteLossError, pretrain
 
 TINY = [
-    "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
-    "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-    "optim.batch_size=8", "optim.epochs=4", "optim.warmup_epochs=1",
+    *TINY_MODEL, "data.resolution=32", "optim.batch_size=8", "optim.epochs=4",
+    "optim.warmup_epochs=1",
     "loss.contrastive_start_epoch=0", "data.num_workers=1", "run.progress=false",
     "run.log_every_steps=1", "run.ckpt_every_steps=1000",
 ]  # fmt: skip

@@ -16,7 +16,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton
 
 from vicmae.config import FinetuneConfig, LinprobeConfig, load_config
 from vicmae.engine.checkpoint import load_checkpoint
@@ -28,8 +28,7 @@ from vicmae.jobs.pretrain import pretrain
 TINY = ["model.arch=vit_pico_patch8", "data.resolution=32", "data.num_workers=1",
         "run.progress=false", "run.log_every_steps=1"]  # fmt: skip
 PRETRAIN = [
-    *TINY, "model.decoder_dim=32", "model.decoder_depth=1", "model.decoder_heads=2",
-    "model.projector_dims=[64,64,64]", "optim.batch_size=8", "optim.epochs=2",
+    *TINY, *TINY_MODEL, "optim.batch_size=8", "optim.epochs=2",
     "optim.warmup_epochs=1", "optim.base_lr=1e-2", "loss.contrastive_start_epoch=1",
     "loss.contrastive_weight=0.5",
 ]  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tiny_data import make_tiny_beton
+from media import make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae.engine.evaluation import count_classes

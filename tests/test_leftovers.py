@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_data import make_tiny_beton, write_class_clips
+from media import make_tiny_beton, write_class_clips
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app

@@ -161,6 +161,8 @@ def test_strong_augment_only_touches_image_rows() -> None:
 def test_bad_paths_and_arguments(files, tmp_path) -> None:
     with pytest.raises(BetonError):
         make_loader(tmp_path / "missing.beton", 4, num_workers=1)
+    with pytest.raises(BetonError, match=r"is a folder, not a file"):
+        make_loader(tmp_path, 4, num_workers=1)
     with pytest.raises(ValueError):
         make_loader(files["videos"], 4, num_workers=1, sampling="nearest")
     junk = tmp_path / "junk.beton"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media import noise, webp, write_mixed_folder
+from media import noise, sample_params, webp, write_mixed_folder
 
 from vicmae_data import ClassMapError, check_same_classes, class_map, class_names
 from vicmae_data.format import tables
@@ -194,7 +194,6 @@ def test_info_counts_a_one_frame_video_as_a_video_and_shows_titles(tmp_path):
 
 def test_a_one_frame_video_is_loaded_as_a_video(tmp_path):
     from vicmae_data import make_loader
-    from vicmae_data.load.loader import sample_params
 
     out = tmp_path / "f.beton"
     convert("folder", write_mixed_folder(tmp_path / "f", 40, 48), out, workers=1, short_side=40)
@@ -221,7 +220,6 @@ def test_the_decoder_crops_a_one_frame_video_with_the_video_range(tmp_path):
     from vicmae_data import make_loader
     from vicmae_data.format.beton import Sample
     from vicmae_data.format.frames import FrameList
-    from vicmae_data.load.loader import sample_params
     from vicmae_data.write.beton_writer import write_beton
 
     res, hw = 8, (40, 56)

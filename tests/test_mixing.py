@@ -7,11 +7,9 @@ the labels and ``batch.files`` of the sample's own file.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
+from media import webp
 
 from vicmae_data import make_loader
 from vicmae_data.format.beton import Sample
@@ -20,12 +18,6 @@ from vicmae_data.load.mixing import concat_schedule
 from vicmae_data.write.beton_writer import write_beton
 
 SIZES = {"a": (24, 3, 0), "b": (10, 1, 100), "c": (5, 2, 200)}  # samples, frames, label0
-
-
-def _webp(a: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(a).save(out, format="WEBP", quality=80)
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +29,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
         samples = []
         for i in range(n):
             rng = np.random.default_rng(label0 + i)
-            frames = [_webp(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)) for _ in range(T)]
+            frames = [webp(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)) for _ in range(T)]
             samples.append(Sample(FrameList(frames, 24, 32), label0 + i, {}))
         write_beton(d / f"{name}.beton", samples)
         paths.append(str(d / f"{name}.beton"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app as data_app
@@ -25,9 +25,8 @@ from vicmae_data.format.tables import FIELD_DESC, HEADER, METADATA
 
 runner = CliRunner()
 TINY = [
-    "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
-    "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-    "optim.batch_size=8", "optim.epochs=1", "data.num_workers=1", "run.progress=false",
+    *TINY_MODEL, "data.resolution=32", "optim.batch_size=8", "optim.epochs=1",
+    "data.num_workers=1", "run.progress=false",
 ]  # fmt: skip
 
 

@@ -220,3 +220,18 @@ def test_only_the_loader_uses_the_c_bindings():
             bad = {d for d in deps if d.startswith("vicmae_data.load.native")}
             assert not bad, f"{name} imports {sorted(bad)}"
     assert "vicmae_data.load.native.libwebp" in _import_graph()["vicmae_data.load.kernels"]
+
+
+def test_the_data_command_line_starts_without_the_media_stack():
+    """`vicmae-data` builds its whole app at start-up (every command's options, defaults
+    included) before it runs one: none of numpy, Pillow, PyAV, ffcv, torch, numba or OpenCV
+    may come with that (`--help` and `info` stay quick; benchmarks/bench_startup.py)."""
+    code = (
+        "import sys; import vicmae_cli.data\n"
+        "heavy = {'numpy', 'PIL', 'av', 'ffcv', 'torch', 'numba', 'cv2'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout

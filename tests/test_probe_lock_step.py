@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from media import TINY_MODEL
 
 from vicmae.config import load_config
 from vicmae.distributed import DistInfo
@@ -28,11 +29,7 @@ from vicmae.model.vicmae import ViCMAE
 
 WORLD = 2
 FITS_ON_RANK_1 = 4
-TINY = [
-    "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
-    "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-    "optim.batch_size=32", "run.progress=false",
-]  # fmt: skip
+TINY = [*TINY_MODEL, "data.resolution=32", "optim.batch_size=32", "run.progress=false"]
 
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:

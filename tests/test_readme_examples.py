@@ -298,7 +298,7 @@ def test_slurm_block_runs_for_every_task(prepared, tmp_path):
 
 @pytest.mark.slow
 def test_loading_snippet_runs(prepared):
-    block = block_with("make_loader(")
+    block = block_with("from vicmae_data import make_loader")
     code = scaled(block.text, block)
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=prepared, capture_output=True, text=True, timeout=600

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tiny_data import make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton
 from typer.testing import CliRunner
 
 from vicmae.engine.checkpoint import load_checkpoint
@@ -24,9 +24,8 @@ from vicmae_data.inspect.identity import beton_identity
 
 runner = CliRunner()
 TINY = [
-    "model.arch=vit_pico_patch8", "data.resolution=32", "model.decoder_dim=32",
-    "model.decoder_depth=1", "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
-    "optim.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=1", "data.num_workers=1",
+    *TINY_MODEL, "data.resolution=32", "optim.batch_size=8", "optim.epochs=2",
+    "optim.warmup_epochs=1", "data.num_workers=1",
     "run.progress=false", "run.log_every_steps=1",
 ]  # fmt: skip
 

@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from tiny_data import make_tiny_beton
+from media import make_tiny_beton
 
 from vicmae_data import make_loader
 from vicmae_data.format.beton import BetonFile

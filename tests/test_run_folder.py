@@ -51,9 +51,10 @@ def test_a_folder_holding_a_run_is_guarded(tmp_path):
     guard_run_dir(tmp_path / "new", resume=False, overwrite=False)  # nothing there: fine
     (tmp_path / "notes.txt").write_text("mine")
     guard_run_dir(tmp_path, resume=False, overwrite=False)  # not a run folder
-    (tmp_path / "metrics.jsonl").write_text("")
+    (tmp_path / "metrics.jsonl").write_text("")  # what a start writes: not a run on its own
+    guard_run_dir(tmp_path, resume=False, overwrite=False)
     (tmp_path / epoch_name(1)).write_bytes(b"")
-    assert run_files(tmp_path) == ["metrics.jsonl", epoch_name(1)]
+    assert run_files(tmp_path) == [epoch_name(1)]
     with pytest.raises(RunFolderError, match="already holds a run"):
         guard_run_dir(tmp_path, resume=False, overwrite=False)
     guard_run_dir(tmp_path, resume=True, overwrite=False)

@@ -14,7 +14,8 @@ The package follows the data's way; each folder is one stage:
 - ``inspect/``: info, verify, preview, one sample as pixels;
 - ``synth/``: small datasets in the real layouts, for tests and demos.
 
-``ffcv_private.py`` holds every use of ffcv internals; ``atomic.py`` the atomic file write.
+``ffcv_private.py`` holds every use of ffcv internals; ``atomic.py`` the atomic file write;
+``defaults.py`` the defaults a library function and its ``vicmae-data`` option share.
 
 The public API below is imported lazily: the loader pulls in ffcv, numba and torch, which
 the converters and the test-media generator do not need.

@@ -22,14 +22,29 @@ _CAUSES = {
 
 
 def os_cause(exc: BaseException) -> str:
-    """``"disk full"``, ``"read-only file system"``, ... or the system's own words."""
-    if isinstance(exc, OSError):
-        cause = _CAUSES.get(exc.errno or 0)
-        if cause is not None:
-            return cause
-        if exc.strerror:
-            return exc.strerror
+    """``"disk full"``, ``"read-only file system"``, ... or the system's own words.
+
+    The OSError may be behind ``exc`` (its ``__cause__`` or ``__context__``): torch, for
+    one, raises its own RuntimeError while a write fails with ENOSPC.
+    """
+    found = _errno_error(exc)
+    if found is not None:
+        return _CAUSES.get(found.errno) or found.strerror or os.strerror(found.errno)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _errno_error(exc: BaseException) -> OSError | None:
+    """``exc`` or the first exception in the chain behind it that is an OSError with errno."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def not_a_file(path: str | os.PathLike) -> str | None:

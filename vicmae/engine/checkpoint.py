@@ -19,7 +19,6 @@ a crash or a full disk leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
 import random
@@ -34,10 +33,11 @@ import numpy as np
 import torch
 
 from vicmae_data.atomic import atomic_open
-from vicmae_data.oserror import not_a_file
+from vicmae_data.oserror import not_a_file, os_cause
 
 __all__ = [
     "CheckpointError",
+    "last_line",
     "load_checkpoint",
     "model_state",
     "rng_state",
@@ -106,24 +106,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         with atomic_open(path, "wb") as f:
             torch.save(state, f)
     except (OSError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: cannot save checkpoint ({_os_cause(exc)})") from None
+        raise CheckpointError(f"{path}: cannot save checkpoint ({os_cause(exc)})") from None
     return path
-
-
-def _os_cause(exc: BaseException) -> str:
-    """The OSError behind ``exc`` (torch wraps it), in words: "disk full", "read-only"..."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno is not None:
-            if seen.errno == errno.ENOSPC:
-                return "disk full"
-            if seen.errno == errno.EROFS:
-                return "read-only file system"
-            if seen.errno == errno.EDQUOT:
-                return "disk quota exceeded"
-            return os.strerror(seen.errno)
-        seen = seen.__context__ or seen.__cause__
-    return _first_line(exc)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -197,6 +181,13 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     # torch's messages run on for sentences; the first says what failed.
     return text.splitlines()[0].split(". ")[0][:200] if text else type(exc).__name__
+
+
+def last_line(exc: BaseException) -> str:
+    """The last line of ``exc``'s message: where ``load_state_dict`` names the mismatch
+    (its first line only says that loading failed)."""
+    text = str(exc).strip()
+    return text.splitlines()[-1].strip() if text else type(exc).__name__
 
 
 def _unsafe_reason(message: str) -> str:

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from vicmae.config import to_dict
 from vicmae.distributed import barrier
-from vicmae.engine.checkpoint import rng_state
+from vicmae.engine.checkpoint import last_line, rng_state
 from vicmae.engine.metrics import MetricsLogger
 from vicmae.engine.run_folder import Checkpoints
 from vicmae.engine.setup import Run, restore_rng
@@ -197,9 +197,8 @@ def _restore(run: Run, job: Job, scaler: torch.amp.GradScaler, spe: int) -> _Sta
     try:
         job.model.load_state_dict(state["model"])
     except RuntimeError as exc:  # shapes that differ although the config matched
-        first = str(exc).strip().splitlines()[-1].strip()
         raise ValueError(
-            f"{run.resume_path}: its model does not fit this config ({first})"
+            f"{run.resume_path}: its model does not fit this config ({last_line(exc)})"
         ) from None
     job.optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])

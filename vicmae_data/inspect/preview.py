@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from vicmae_data.atomic import atomic_path
+from vicmae_data.defaults import PREVIEW_MAX_FRAMES, PREVIEW_THUMB_WIDTH
 from vicmae_data.format.beton import BetonError, BetonFile
 from vicmae_data.inspect.read import decode_frames
 from vicmae_data.sources.items import UNLABELLED
@@ -64,7 +65,12 @@ class SheetLayout:
 
 
 def sheet_layout(
-    num: int, frame_h: int, frame_w: int, *, cols: int | None = None, thumb_width: int = 256
+    num: int,
+    frame_h: int,
+    frame_w: int,
+    *,
+    cols: int | None = None,
+    thumb_width: int = PREVIEW_THUMB_WIDTH,
 ) -> SheetLayout:
     """Grid for ``num`` frames of ``frame_h x frame_w``, scaled to ``thumb_width`` wide."""
     if num < 1:
@@ -105,7 +111,7 @@ def contact_sheet(
     fps: float = 0.0,
     title: str = "",
     cols: int | None = None,
-    thumb_width: int = 256,
+    thumb_width: int = PREVIEW_THUMB_WIDTH,
 ) -> Image.Image:
     """Frames ``[K, H, W, 3]`` (frame numbers ``indices``) -> one RGB image.
 
@@ -132,9 +138,9 @@ def write_preview(
     index: int,
     out: str | os.PathLike,
     *,
-    max_frames: int = 16,
+    max_frames: int = PREVIEW_MAX_FRAMES,
     cols: int | None = None,
-    thumb_width: int = 256,
+    thumb_width: int = PREVIEW_THUMB_WIDTH,
 ) -> Path:
     """Write a contact sheet of sample ``index`` of ``path`` to ``out`` (PNG, atomically).
 

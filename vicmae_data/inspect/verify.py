@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
+from vicmae_data.defaults import VERIFY_WORKERS
 from vicmae_data.format.beton import BetonError, BetonFile
 from vicmae_data.inspect.read import decode_frame
 from vicmae_data.sources.items import UNLABELLED
@@ -120,7 +121,7 @@ def _chunks(n: int, size: int) -> Iterator[range]:
 def verify(
     path: str | os.PathLike,
     *,
-    workers: int = 1,
+    workers: int = VERIFY_WORKERS,
     progress: Callable[[int], None] | None = None,
     chunk: int = 64,
 ) -> VerifyReport:

@@ -45,8 +45,6 @@ from vicmae_data.load.samplers import (
     rng_uniform,
 )
 
-PARAM_COLUMNS = ("frame", "top", "left", "height", "width", "flip")
-
 # The plan: int64[PLAN_WORDS]. The sampler's arguments sit at PLAN_ARGS (NUM_ARGS words).
 PLAN_SAMPLER, PLAN_ARGS = 0, 1
 PLAN_TRAIN = PLAN_ARGS + NUM_ARGS  # 1: random crops and flips; 0: deterministic views

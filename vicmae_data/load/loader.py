@@ -40,7 +40,6 @@ from ffcv.transforms import ToTensor
 from vicmae_data.ffcv_private import FileLoader, OrderFactory
 from vicmae_data.format.beton import BetonError, BetonFile, custom_fields
 from vicmae_data.format.labels import RELABEL_MODES, plan_labels
-from vicmae_data.load.crops import draw_view_params
 from vicmae_data.load.decoder import SampleIndexDecoder, WebPFrameCountDecoder, WebPFramesDecoder
 from vicmae_data.load.epochs import VicmaeLoader
 from vicmae_data.load.kernels import concurrent_parallel_regions_ok, crc32_address
@@ -49,12 +48,13 @@ from vicmae_data.load.mixing import MIX_MODES, concat_schedule, split_batch
 from vicmae_data.load.order import BlockShuffleOrder, default_rank_world
 from vicmae_data.load.rows import readable_samples
 from vicmae_data.load.samplers import SAMPLERS
+from vicmae_data.oserror import not_a_file
 
 log = logging.getLogger(__name__)
 
 PathSpec = str | os.PathLike | tuple[str | os.PathLike, float]
 
-__all__ = ["make_loader", "sample_params", "split_batch"]
+__all__ = ["make_loader", "split_batch"]
 
 # Crop defaults. Frame pairs: the paper's Table 5 (crop scale [0.5, 1] for video) and the
 # usual aspect range. Clips, for fine-tuning: facebookresearch/mae_st main_finetune.py,
@@ -80,8 +80,9 @@ def _parse_paths(paths: PathSpec | Sequence[PathSpec], mix: str) -> list[tuple[s
                 "weights are for mix='weights'"
             )
         path, weight = (p[0], float(p[1])) if isinstance(p, tuple) else (p, 1.0)
-        if not os.path.isfile(path):
-            raise BetonError(f"{path}: no such file")
+        why = not_a_file(path)
+        if why is not None:  # a folder is named as one, not as missing
+            raise BetonError(f"{path}: {why}")
         if weight <= 0:
             raise ValueError(f"{path}: weight must be > 0, not {weight}")
         out.append((os.fspath(path), weight))
@@ -363,32 +364,3 @@ def _check_batch_fits(
         f"{loaders[k].fname}: {per_rank[k]} samples{ranks} is fewer than {share}; {hint}",
         path=str(loaders[k].fname), per_rank=per_rank, weights=list(weights), fits=fits,
     )  # fmt: skip
-
-
-def sample_params(
-    decoder: WebPFramesDecoder,
-    sample_id: int,
-    num_frames: int,
-    height: int,
-    width: int,
-    epoch: int,
-    image: bool | None = None,
-) -> np.ndarray:
-    """The (frame, top, left, height, width, flip) rows the decoder draws for one sample
-    (``image``: whether it is a still image; default: a one-frame sample is)."""
-    params = np.zeros((decoder.num_views, 6), dtype=np.int32)
-    one_frame_video = num_frames == 1 and image is False
-    settings = decoder.video_settings if one_frame_video else decoder.settings
-    draw_view_params(
-        decoder.seed,
-        epoch,
-        sample_id,
-        num_frames,
-        height,
-        width,
-        decoder.plan,
-        settings,
-        params,
-        np.zeros(1, np.uint64),
-    )
-    return params

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vicmae_data.defaults import SYNTH_ITEMS, SYNTH_STYLE
 from vicmae_data.sources.folder import FOLDER_CLASSES, FOLDER_FILES
 from vicmae_data.sources.imagenet import IMAGENET_SYNSETS
 from vicmae_data.sources.kinetics import KINETICS_CLASSES
@@ -72,12 +73,12 @@ def synth_dataset(
     layout: str,
     out: Path,
     *,
-    videos: int = 24,
+    videos: int = SYNTH_ITEMS,
     seed: int = 0,
     splits: tuple[str, ...] = SPLITS,
     flat: bool | None = None,
     missing: int = 0,
-    style: str = "colour",
+    style: str = SYNTH_STYLE,
     variant: str | None = None,
 ) -> SynthSummary:
     """Write a small dataset in the on-disk layout of `layout` under `out`.

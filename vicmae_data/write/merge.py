@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from vicmae_data.atomic import write_text_atomic
+from vicmae_data.defaults import MERGE_WORKERS
 from vicmae_data.format.beton import BetonError, BetonFile, Sample
 from vicmae_data.format.labels import RelabelMode, plan_labels
 from vicmae_data.format.manifest import merged_manifest
@@ -240,7 +241,7 @@ def merge(
     out: str | os.PathLike,
     *,
     relabel: RelabelMode = "auto",
-    num_workers: int = 4,
+    num_workers: int = MERGE_WORKERS,
     skip_damaged: bool = False,
 ) -> MergeResult:
     """Write the samples of ``inputs`` in order to ``out`` (atomically), copying WebP bytes.

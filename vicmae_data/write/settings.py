@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Frames resized so the short side is 256: room for the 224 crops of training (README
-# "Storage"; `make bench-convert`).
+# Frames resized so the short side is 256: room for the 224 crops of training
+# (docs/benchmarks.md, "Storage"; `make bench-convert`).
 DEFAULT_SHORT_SIDE = 256
-# WebP quality, chosen from the storage table (README "Storage"; `make bench-convert`): the
-# highest quality whose estimated size on real clips stays within 2x the source mp4s at
-# native frame rate and short side 256, at 36 dB PSNR (q90: ~3x, 40 dB).
+# WebP quality, chosen from the storage table (docs/benchmarks.md, "Storage"; `make
+# bench-convert`): the highest quality whose estimated size on real clips stays within 2x
+# the source mp4s at native frame rate and short side 256, at 36 dB PSNR (q90: ~3x, 40 dB).
 DEFAULT_QUALITY = 80
-# libwebp effort 0..6. 2 is ~2.5x faster than libwebp's default 4 for ~10% more bytes at
-# equal quality (see benchmarks/results/convert.json, "encoder" table).
+# libwebp effort 0..6. 2 is ~2.4x faster than libwebp's default 4 for the same bytes and
+# PSNR (benchmarks/results/convert.json, "encoder": 274 against 114 frames/s at q90, 8,247
+# against 8,445 bytes per frame).
 DEFAULT_METHOD = 2
 # A sample must fit one ffcv page (< 2 GiB) and a reader's memory; an 80 s clip at
 # 256 short side is ~17 MB, so 512 MiB only stops something absurd (hours of video).

@@ -10,7 +10,8 @@ are compiled per process). Only decoding is bound:
 - :func:`get_info`: the width and height stored in a WebP bitstream;
 - :func:`decode_rgb_into`: full decode into a caller's ``uint8[H, W, 3]`` buffer;
 - :func:`decode_crop_into`: the advanced API (``WebPDecode`` with a ``WebPDecoderConfig``)
-  decoding only a crop, which DESIGN.md measured ~10% faster than decode-then-crop.
+  decoding only a crop: ~10% faster than a full decode, then a crop (real 256x350 frames at
+  q90, one core, each followed by OpenCV's resize to 224: ~1,690 against ~1,530 frames/s).
 
 ``WebPDecoderConfig`` is 240 bytes on 64-bit targets; we keep it in an ``int64[30]`` buffer
 the caller owns (one per thread or per sample), and write the few fields we use at their
