@@ -66,6 +66,25 @@ def test_bad_override_is_a_one_line_error(tmp_path):
     _one_line_error(res, "not valid YAML")
 
 
+def test_mix_and_crc_keys_are_printed_set_and_checked(tmp_path):
+    """The paper recipe's usage line, as written: both files concatenated, 512 per forward."""
+    args = ["train", "pretrain", "--config", "paper", "--beton", "k400.beton", "--beton",
+            "in1k.beton", "--print-config"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "  mix: concat\n  check_crc: false\n" in res.output
+    assert "  micro_batch: 512\n" in res.output
+    res = runner.invoke(app, [*args[:-1], "--print-config", "data.mix=weights",
+                              "data.check_crc=true"])  # fmt: skip
+    assert "  mix: weights\n  check_crc: true\n" in res.output
+    beton = make_tiny_beton(tmp_path / "a.beton", n=2)
+    res = runner.invoke(app, ["train", "pretrain", "--beton", str(beton), "data.mix=both"])
+    _one_line_error(res, "data.mix: 'both' is not one of weights, concat")
+    res = runner.invoke(app, ["train", "pretrain", "--config", "paper", "--beton",
+                              f"{beton}:0.3", "--beton", str(beton)])  # fmt: skip
+    _one_line_error(res, "a.beton:0.3 has a weight, but data.mix=concat")
+
+
 def test_plot_draws_pngs(tmp_path):
     with MetricsLogger(tmp_path, total_steps=5, progress=False, tensorboard=False) as ml:
         for s in range(1, 6):

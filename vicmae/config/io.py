@@ -221,7 +221,7 @@ def config_summary(cfg: Any) -> str:
 
         config (all of it: runs/k400/config.yaml):
           model  vit_base_patch16 at 224, mask ratio 0.5
-          data   k400.beton, in1k.beton:0.3
+          data   k400.beton + in1k.beton, concatenated (one epoch: every sample once)
           optim  adamw, batch 4096, 800 epochs (40 warm-up), base lr 0.00015
     """
     m, o, d = cfg.model, cfg.optim, cfg.data
@@ -234,6 +234,10 @@ def config_summary(cfg: Any) -> str:
     if getattr(m, "mask_ratio", None) is not None:
         model += f", mask ratio {m.mask_ratio:g}"
     data = ", ".join(d.betons) or "none"
+    if len(d.betons) > 1 and d.mix == "concat":
+        data = " + ".join(d.betons) + ", concatenated (one epoch: every sample once)"
+    elif len(d.betons) > 1:
+        data += f", by weight ({d.betons[0]} defines the epoch)"
     if getattr(d, "val_beton", None):
         data += f"; validation {d.val_beton}"
     optim = (

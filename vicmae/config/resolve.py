@@ -15,6 +15,7 @@ import os
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from vicmae.config.betons import parse_beton
 from vicmae.config.io import (
     ConfigError,
     config_diff,
@@ -185,6 +186,12 @@ def _check_common(cfg: JobConfig) -> None:
         raise ConfigError(f"run.max_steps={r.max_steps} must be positive (or null)")
     if d.num_workers < 1:
         raise ConfigError(f"data.num_workers={d.num_workers} must be at least 1")
+    weighted = [b for b in d.betons if parse_beton(b)[0] != b]
+    if d.mix == "concat" and weighted:
+        raise ConfigError(
+            f"data.betons: {weighted[0]} has a weight, but data.mix=concat takes every file "
+            "whole, in proportion to its size; drop the ':weight' or set data.mix=weights"
+        )
     if d.resolution is not None and d.resolution <= 0:
         raise ConfigError(f"data.resolution={d.resolution} must be positive")
     if r.device not in ("auto", "cpu", "cuda") and not r.device.startswith("cuda:"):
@@ -192,5 +199,9 @@ def _check_common(cfg: JobConfig) -> None:
 
 
 def resume_differences(saved: dict[str, Any], cfg: JobConfig) -> list[tuple]:
-    """Settings of ``cfg`` that differ from a saved run's config, run-control keys excepted."""
+    """Settings of ``cfg`` that differ from a saved run's config, run-control keys excepted.
+
+    A key the saved config lacks (added since the run started) counts as its default, the
+    behaviour the run had: a new key never makes an old run unresumable."""
+    saved = _merge(to_dict(type(cfg)()), saved)
     return [d for d in config_diff(saved, to_dict(cfg)) if d[0] not in RUN_CONTROL_KEYS]

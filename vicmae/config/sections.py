@@ -41,8 +41,21 @@ class OptimConfig:
 class LoaderConfig:
     """What the loader reads and how it samples (``vicmae_data.make_loader``)."""
 
-    # Training .beton paths; "in1k.beton:0.3" mixes a file in at that fraction of samples.
+    # Training .beton paths, mixed as ``mix`` says. With mix "weights", "in1k.beton:0.3"
+    # weighs a file 0.3 against 1 for a plain path: beside one plain file, 0.3 / 1.3 of
+    # every batch. No recipe states a weight: the authors concatenate (below).
     betons: tuple[str, ...] = ()
+    # How several training files are mixed (vicmae_data/load/mixing.py). "weights": each
+    # file a fixed share of every batch by its weight, the first file defining the epoch.
+    # "concat": the files as one concatenated dataset, one epoch = one pass over every
+    # sample of every file, each batch taking from each file in proportion to its size:
+    # the authors' run (scripts/pretrain_in1k_k400.sh trains on one in1k_k400_train.ffcv).
+    # One file: the two are the same.
+    mix: Literal["weights", "concat"] = "weights"
+    # Check each sample's CRC32 before decoding it (training and validation files): one
+    # that fails is left black and named in the epoch's warning. Off: the loader reads only
+    # the bytes it decodes; `vicmae-data verify FILE` checks a whole file.
+    check_crc: bool = False
     # The model's input size. None: model.img_size (pretraining), else the checkpoint's.
     resolution: int | None = None
     sampling: Literal["distant", "continuous"] = "distant"
@@ -130,5 +143,5 @@ class PretrainRunConfig(RunConfig):
 RUN_CONTROL_KEYS = (
     "run.out", "run.device", "run.compile", "run.ckpt_every_steps", "run.ckpt_every_minutes",
     "run.keep", "run.log_every_steps", "run.progress", "run.max_steps", "run.wandb",
-    "run.wandb_project", "data.num_workers", "data.memory",
+    "run.wandb_project", "data.num_workers", "data.memory", "data.check_crc",
 )  # fmt: skip

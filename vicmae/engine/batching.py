@@ -8,7 +8,12 @@ forward x ``accum`` forwards per optimiser step x the number of processes:
 - :func:`choose_micro_batch` finds that limit: the resumed run's micro-batch (the same
   numerics), else on CUDA the largest divisor whose forward and backward
   (:func:`probe_step`) plus optimiser state fits in GPU memory; on a CPU at most
-  :data:`CPU_MICRO_BATCH_LIMIT`.
+  :data:`CPU_MICRO_BATCH_LIMIT`. A micro-batch chosen so, smaller than the per-device
+  batch, is logged as a warning naming both numbers: what a forward computes over its
+  batch (the contrastive negatives, BatchNorm statistics) then covers the micro-batch.
+- A micro-batch the config sets (the ``paper`` recipe's 512 per device, section 4) is
+  never split behind the user's back: on CUDA one probe at that size runs first, and
+  :func:`require_fits` refuses it in one line, naming the memory, when it does not fit.
 
 The probe cannot hang a multi-GPU job (:func:`largest_that_fits`): each rank runs its
 forward and backward with no collective inside (the contrastive all-gather copies this
@@ -25,8 +30,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -80,7 +86,8 @@ def accumulation(
     if rest or steps == 0:
         raise ConfigError(
             f"optim.batch_size={optim.batch_size} over {world_size} process(es) is {per_device} "
-            f"per device, not a multiple of optim.micro_batch={micro}"
+            f"per device, not a multiple of optim.micro_batch={micro}; set optim.micro_batch "
+            "to a divisor of it, or null for the engine to choose"
         )
     if optim.accum is not None and optim.accum != steps:
         raise ConfigError(
@@ -101,22 +108,84 @@ def choose_micro_batch(
 ) -> tuple[int, int]:
     """(micro batch per device, accumulation steps) for ``optim`` on this device.
 
-    Set by ``optim.micro_batch``/``optim.accum``, else kept from the resumed run (``saved``,
-    its micro-batch), else the largest divisor of the per-device batch whose forward+backward
-    (``probe(m)``) plus optimiser state fits in GPU memory, agreed across ranks; on a CPU at
-    most :data:`CPU_MICRO_BATCH_LIMIT`.
+    Set by ``optim.micro_batch``/``optim.accum`` (on CUDA checked by one probe at that size:
+    :func:`require_fits`), else kept from the resumed run (``saved``, its micro-batch), else
+    the largest divisor of the per-device batch whose forward+backward (``probe(m)``) plus
+    optimiser state fits in GPU memory, agreed across ranks; on a CPU at most
+    :data:`CPU_MICRO_BATCH_LIMIT`. A chosen micro-batch smaller than the per-device batch
+    is logged as a warning (:func:`warn_split`).
     """
-    fits = None
-    if optim.micro_batch is None and optim.accum is None:
+    fits, why = None, ""
+    chosen = optim.micro_batch is None and optim.accum is None
+    cuda = info.device.type == "cuda"
+    if chosen:
         per_device = optim.batch_size // info.world_size
         if saved is not None and per_device % int(saved) == 0:
-            fits = int(saved)  # the resumed run's layout: the same numerics
-        elif info.device.type == "cuda" and probe is not None:
+            fits, why = int(saved), "the resumed run's"  # its layout: the same numerics
+        elif cuda and probe is not None:
             memory = GpuMemory(model, state_bytes_per_param)
             fits = largest_that_fits(model, probe, per_device, info, memory, multiple_of)
-        elif info.device.type != "cuda":
-            fits = CPU_MICRO_BATCH_LIMIT
-    return accumulation(optim, info.world_size, fits, multiple_of)
+            why = "the largest that fits in GPU memory"
+        elif not cuda:
+            fits, why = CPU_MICRO_BATCH_LIMIT, f"at most {CPU_MICRO_BATCH_LIMIT} on a CPU"
+    micro, accum = accumulation(optim, info.world_size, fits, multiple_of)
+    if chosen and info.is_main:
+        warn_split(micro, accum, why)
+    elif not chosen and cuda and probe is not None:
+        key = "optim.micro_batch" if optim.micro_batch is not None else "optim.accum"
+        memory = GpuMemory(model, state_bytes_per_param)
+        require_fits(model, probe, micro, micro * accum, info, memory, key)
+    return micro, accum
+
+
+def warn_split(micro: int, accum: int, why: str) -> None:
+    """Warn when the engine's own choice splits the per-device batch into forwards: what a
+    forward computes over its batch (the contrastive loss's negatives, BatchNorm statistics
+    in the projector or the probe) then covers ``micro`` samples, not the per-device batch
+    the config asked for."""
+    if accum == 1:
+        return
+    log.warning(
+        "micro-batch %d (%s) of the %d per device that optim.batch_size asks: %d forwards "
+        "per step, and what each computes over its batch (pretraining's contrastive "
+        "negatives, BatchNorm statistics) covers %d samples, not %d; set optim.micro_batch "
+        "to choose", micro, why, micro * accum, accum, micro, micro * accum,
+    )  # fmt: skip
+
+
+def require_fits(
+    model: nn.Module,
+    probe: Callable[[int], None],
+    micro: int,
+    per_device: int,
+    info: DistInfo,
+    memory: GpuMemory | None,
+    key: str = "optim.micro_batch",
+) -> None:
+    """Refuse, on every rank and in one line, a set micro-batch whose forward and backward
+    (``probe(micro)``) does not fit on some rank, naming the memory and the choices.
+
+    Refused rather than split into smaller forwards: the contrastive negatives and the
+    projector's BatchNorm statistics are per forward, so a smaller micro-batch is another
+    method, which the user must choose (``optim.micro_batch``), not the engine. Like
+    :func:`largest_that_fits`, it leaves no trace in the run (RNG states, buffers).
+    """
+    with _leaving_no_trace(model):
+        ok = _agree(info, probe_alone(model, probe, micro, memory))
+    if ok:
+        return
+    room = "this GPU's memory" if memory is None else memory.describe()
+    smaller = next((d for d in range(micro // 2, 0, -1) if per_device % d == 0), None)
+    choice = "use GPUs with more memory"
+    if smaller is not None:
+        choice = (
+            f"set optim.micro_batch={smaller} or another divisor of {per_device} (forwards "
+            "accumulate to the same optim.batch_size, but each forward's contrastive negatives "
+            f"and BatchNorm statistics then cover fewer than {micro} samples), or " + choice
+        )
+    raise ConfigError(
+        f"{key}: {micro} samples per device per forward do not fit in {room}; {choice}"
+    )
 
 
 class GpuMemory:
@@ -126,7 +195,17 @@ class GpuMemory:
     def __init__(self, model: nn.Module, state_bytes_per_param: int) -> None:
         total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
         params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        self.total = total
         self.budget = GPU_MEMORY_SHARE * total - params * (state_bytes_per_param // 4 + 1)
+
+    def describe(self) -> str:
+        """The budget in words, for an error: ``the 56.1 GiB a step may use of this GPU's
+        79.1 GiB (85%, less the optimiser state)``."""
+        gib = 2**30
+        return (
+            f"the {self.budget / gib:.1f} GiB a step may use of this GPU's "
+            f"{self.total / gib:.1f} GiB ({GPU_MEMORY_SHARE:.0%}, less the optimiser state)"
+        )
 
     def start(self) -> None:
         torch.cuda.empty_cache()
@@ -158,19 +237,29 @@ def largest_that_fits(
     """
     divisors = [d for d in range(1, per_device + 1) if per_device % d == 0]
     cands = [d for d in divisors if d % multiple_of == 0] or divisors
-    rng, buffers = rng_state(), {k: v.clone() for k, v in model.named_buffers()}
 
     def fits_everywhere(m: int) -> bool:
         return _agree(info, probe_alone(model, probe, m, memory))
 
-    best = largest_passing(cands, fits_everywhere)
-    set_rng_state(rng)
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            buf.copy_(buffers[name])
+    with _leaving_no_trace(model):
+        best = largest_passing(cands, fits_everywhere)
     if info.is_main:
         log.info("micro-batch %d of %d per device fits in memory", best, per_device)
     return best
+
+
+@contextlib.contextmanager
+def _leaving_no_trace(model: nn.Module) -> Iterator[None]:
+    """Probing leaves no trace in the run: RNG states and buffers (BatchNorm statistics)
+    are put back afterwards."""
+    rng, buffers = rng_state(), {k: v.clone() for k, v in model.named_buffers()}
+    try:
+        yield
+    finally:
+        set_rng_state(rng)
+        with torch.no_grad():
+            for name, buf in model.named_buffers():
+                buf.copy_(buffers[name])
 
 
 def probe_alone(

@@ -112,9 +112,11 @@ class Run:
         """``make_loader`` with this run's ranks, seed and data settings.
 
         ``drop_last`` marks a training loader of micro-batches: data too small for one
-        optimiser step (``optim.batch_size``) is refused in the trainer's terms. Clips
-        (``data.sampling`` clip or segment) take ``data.clip_frames``/``clip_stride``;
-        ``test_view`` and ``relabel`` are ``make_loader``'s."""
+        optimiser step (``optim.batch_size``) is refused in the trainer's terms. Several
+        files are mixed as ``data.mix`` says; ``data.check_crc`` checks every sample read
+        (training and validation alike). Clips (``data.sampling`` clip or segment) take
+        ``data.clip_frames``/``clip_stride``; ``test_view`` and ``relabel`` are
+        ``make_loader``'s."""
         from vicmae_data import make_loader
         from vicmae_data.load.loader import BatchTooLargeError
 
@@ -136,7 +138,8 @@ class Run:
                 paths, batch_size, num_workers=d.num_workers, sampling=d.sampling,
                 delta=d.delta, num_views=num_views, resolution=resolution,
                 seed=self.cfg.run.seed, memory=d.memory, drop_last=drop_last, train=train,
-                video_scale=d.video_scale, image_scale=d.image_scale, **dist_kw,
+                video_scale=d.video_scale, image_scale=d.image_scale, mix=d.mix,
+                check_crc=d.check_crc, **dist_kw,
             )  # fmt: skip
         except BatchTooLargeError as exc:
             if not drop_last:
@@ -146,7 +149,9 @@ class Run:
             ) from None
         used = len(loader) * batch_size  # the samples one epoch gives each device
         if drop_last and used < self.cfg.optim.batch_size // self.info.world_size:
-            first = parse_beton(betons if isinstance(betons, str) else betons[0])[0]
+            names = [parse_beton(b)[0] for b in ([betons] if isinstance(betons, str) else betons)]
+            # Concatenated files are one dataset; by weight, the first defines the epoch.
+            first = " + ".join(names) if d.mix == "concat" else names[0]
             what = f"an epoch of {len(loader)} batch(es) of {batch_size} per device"
             raise batch_too_large(self.cfg.optim, self.info.world_size, first, [used], [1.0], what)
         return loader

@@ -215,10 +215,14 @@ def make_loader(
         counts = [len(b) if g is None else len(g) for b, g in zip(betons, goods, strict=True)]
         per_rank = [-(-n // world_size) for n in counts]  # BlockShuffleOrder's padded share
         if drop_last and sum(per_rank) < batch_size:
-            raise ValueError(
+            raise BatchTooLargeError(
                 f"{sum(per_rank)} samples{' per rank' if world_size > 1 else ''} in all files "
-                f"is fewer than batch_size={batch_size}"
-            )
+                f"is fewer than batch_size={batch_size}",
+                path=" + ".join(p for p, _ in specs),
+                per_rank=[sum(per_rank)],
+                weights=[1.0],
+                fits=sum(per_rank),
+            )  # one dataset: the trainer names the files together
         schedule = concat_schedule(per_rank, batch_size, drop_last)
         sizes = [max(1, int(schedule[:, i].max(initial=0))) for i in range(len(specs))]
     else:
