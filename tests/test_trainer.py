@@ -200,9 +200,20 @@ def test_print_config_reads_no_data(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_configs_are_listed_one_line_each():
+def test_configs_are_listed_each_with_its_whole_description():
+    """A name per row, its description wrapped under itself on a narrow terminal, never cut."""
+    from vicmae.config import builtin_configs
+
     res = runner.invoke(app, ["train", "configs"])
     assert res.exit_code == 0
-    lines = res.output.strip().splitlines()
-    assert any(line.startswith("demo_cpu ") for line in lines)
-    assert all(len(line.split(None, 1)) == 2 for line in lines)  # a name and a description
+    rows: dict[str, list[str]] = {}
+    for line in res.output.rstrip().splitlines():
+        if line[:1].strip():  # a new row: the name, then its description
+            name, _, about = line.partition(" ")
+            rows[name] = [about]
+        else:  # the description's next line
+            rows[name].append(line)
+    expected = builtin_configs()
+    assert list(rows) == list(expected) and "demo_cpu" in rows
+    for name, parts in rows.items():
+        assert " ".join(" ".join(parts).split()) == " ".join(expected[name].split()), name
