@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import subprocess
 import time
@@ -14,6 +13,7 @@ from ffcv.fields.basics import IntDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.reader import Reader
 from ffcv.transforms import ToTensor
+from media import tmpfs
 
 from vicmae_data.format.beton import BetonFile, Sample, custom_fields
 from vicmae_data.format.frame_blob import FrameList
@@ -141,26 +141,9 @@ def test_small_set_with_one_long_clip_has_no_padding(one_long_clip, tmp_path):
 # --------------------------------------------------------------------------- a full disk
 
 
-@contextlib.contextmanager
-def _tmpfs(path: Path, size: str):
-    path.mkdir()
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot mount a small tmpfs here to fill a disk ({exc})")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
-
-
 def test_disk_full_while_writing_is_one_error_and_keeps_the_parts(one_long_clip, tmp_path):
     """The parts fit, the .beton does not: a clear error within seconds, nothing lost."""
-    with _tmpfs(tmp_path / "small", "5m") as disk:
+    with tmpfs(tmp_path / "small", "size=5m") as disk:
         out = disk / "k.beton"
         start = time.perf_counter()
         with pytest.raises(ConvertError, match="disk full") as info:
