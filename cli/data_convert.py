@@ -299,8 +299,11 @@ def merge_cmd(
         help="Leave out samples whose frames fail their CRC32 check (listed in the report) "
         "instead of stopping at the first one.",
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Join .beton files (shards, or an image and a video dataset) without re-encoding.
+
+    An existing OUT is left alone (--overwrite replaces it).
 
     Example: vicmae-data merge k400-0.beton k400-1.beton --out k400.beton
     """
@@ -308,6 +311,7 @@ def merge_cmd(
     from vicmae_data.write.beton_writer import BetonWriteError
     from vicmae_data.write.lock import OutputLockedError
     from vicmae_data.write.merge import MergeWarning, merge
+    from vicmae_data.write.report import OutputExistsError
 
     for p in inputs:
         open_beton_or_fail(p)
@@ -315,9 +319,21 @@ def merge_cmd(
         warnings.simplefilter("always")
         try:
             result = merge(
-                inputs, out, relabel=relabel.value, num_workers=workers, skip_damaged=skip_damaged
+                inputs,
+                out,
+                relabel=relabel.value,
+                num_workers=workers,
+                skip_damaged=skip_damaged,
+                overwrite=overwrite,
             )
-        except (BetonError, BetonWriteError, OutputLockedError, ValueError, OSError) as exc:
+        except (
+            BetonError,
+            BetonWriteError,
+            OutputExistsError,
+            OutputLockedError,
+            OSError,
+            ValueError,
+        ) as exc:
             fail(shown(str(exc)))
     for w in caught:
         if issubclass(w.category, MergeWarning):

@@ -6,7 +6,9 @@ smallest model a training test runs.
 - :func:`write_class_clips`, :func:`write_mixed_folder`: class folders of real videos and
   images for the converter (PyAV);
 - :data:`TINY_MODEL`: the config overrides of a ViC-MAE small enough to train in seconds;
-- :func:`sample_params`: the views a decoder draws for one sample, for a reference to crop.
+  :func:`tiny_pretrain_checkpoint`: a pretraining checkpoint of it, for the evaluations;
+- :func:`sample_params`: the views a decoder draws for one sample, for a reference to crop;
+- :func:`tmpfs`: a real small (full, read-only) disk; :func:`wait_for`: poll a condition.
 
 Example::
 
@@ -16,11 +18,16 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import io
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from vicmae_data.format.beton import Sample
@@ -36,6 +43,21 @@ TINY_MODEL = [
     "model.arch=vit_pico_patch8", "model.decoder_dim=32", "model.decoder_depth=1",
     "model.decoder_heads=2", "model.projector_dims=[64,64,64]",
 ]  # fmt: skip
+
+
+def tiny_pretrain_checkpoint(path: Path) -> Path:
+    """A pretraining checkpoint at ``path`` of the untrained :data:`TINY_MODEL` at
+    resolution 32 (weights from seed 0), as ``vicmae train pretrain`` saves one."""
+    import torch
+
+    from vicmae.config import load_config, to_dict
+    from vicmae.engine.checkpoint import save_checkpoint
+    from vicmae.model.vicmae import ViCMAE
+
+    torch.manual_seed(0)
+    cfg = load_config(None, [*TINY_MODEL, "data.resolution=32"])
+    state = {"kind": "pretrain", "model": ViCMAE(cfg.model).state_dict(), "config": to_dict(cfg)}
+    return save_checkpoint(path, {**state, "step": 0})
 
 
 def webp(a: np.ndarray, *, quality: int = 80, lossless: bool = False) -> bytes:
@@ -117,3 +139,29 @@ def sample_params(
         params, np.zeros(1, np.uint64),
     )  # fmt: skip
     return params
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, *options: str) -> Iterator[Path]:
+    """A real tmpfs mounted at ``path`` with ``options`` (``"size=1m"``, ``"ro"``); the
+    test is skipped where this machine forbids mounting."""
+    path.mkdir(parents=True, exist_ok=True)
+    opts = ",".join(options or ("size=1m",))
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 120.0) -> None:
+    """Poll ``condition()`` until it is true; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.02)

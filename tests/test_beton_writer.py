@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import subprocess
 import time
 from pathlib import Path
@@ -13,8 +13,12 @@ from ffcv.fields.basics import IntDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.reader import Reader
 from ffcv.transforms import ToTensor
+from media import tmpfs
 
-from vicmae_data.format.beton import BetonFile, custom_fields
+from vicmae_data.format.beton import BetonFile, Sample, custom_fields
+from vicmae_data.format.frame_blob import FrameList
+from vicmae_data.format.frames import WebPFramesField
+from vicmae_data.format.manifest import Manifest
 from vicmae_data.format.pages import (
     MIN_PAGE_SIZE,
     choose_page_size,
@@ -24,6 +28,7 @@ from vicmae_data.format.pages import (
 from vicmae_data.load.decoder import WebPFramesDecoder
 from vicmae_data.synth.footage import render_footage
 from vicmae_data.synth.media import write_video
+from vicmae_data.write.beton_writer import write_beton
 from vicmae_data.write.convert import ConvertError, convert
 
 # The long clip is sized so that, at this quality, it needs more than ffcv's smallest page.
@@ -136,26 +141,9 @@ def test_small_set_with_one_long_clip_has_no_padding(one_long_clip, tmp_path):
 # --------------------------------------------------------------------------- a full disk
 
 
-@contextlib.contextmanager
-def _tmpfs(path: Path, size: str):
-    path.mkdir()
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot mount a small tmpfs here to fill a disk ({exc})")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
-
-
 def test_disk_full_while_writing_is_one_error_and_keeps_the_parts(one_long_clip, tmp_path):
     """The parts fit, the .beton does not: a clear error within seconds, nothing lost."""
-    with _tmpfs(tmp_path / "small", "5m") as disk:
+    with tmpfs(tmp_path / "small", "size=5m") as disk:
         out = disk / "k.beton"
         start = time.perf_counter()
         with pytest.raises(ConvertError, match="disk full") as info:
@@ -171,3 +159,52 @@ def test_disk_full_while_writing_is_one_error_and_keeps_the_parts(one_long_clip,
         report = convert("folder", one_long_clip, out, workers=1, short_side=128, quality=Q)
         assert report.totals["resumed"] == 6 and report.written == 6  # nothing re-encoded
         assert len(BetonFile(out)) == 6 and not parts.exists()
+
+
+# --------------------------------------------------------------------------- the bytes
+
+
+def _fixed_samples() -> list[Sample]:
+    """Nine samples whose every byte is set here (no encoder, no random stream in the loop):
+    1 to 4 frames each, a label -1 (a split without labels), metas with non-ASCII text,
+    nested values and floats."""
+    samples = []
+    for i in range(9):
+        frames = [
+            bytes((31 * i + 7 * t + k) % 251 for k in range(40 + 23 * i + t))
+            for t in range(1 + i % 4)
+        ]
+        meta = {
+            "source": f"clips/{i:03d}.mp4",
+            "class_name": "café" if i % 2 else "bowling",
+            "fps": 29.97 if i % 3 else 0.0,
+            "num_frames": len(frames),
+            "partial": i == 4,
+            "extra": {"k": [1, 2.5, None], "ü": "ß"},
+        }
+        label = -1 if i == 8 else i % 3
+        samples.append(Sample(FrameList(frames, 16 + i, 24 + 2 * i), label, meta))
+    return samples
+
+
+# sha256 of the file _fixed_samples() make with the writer built on ffcv's own definitions
+# (ffcv.types' dtypes, IntField/JSONField.encode), recorded before the writer stopped
+# importing ffcv: the file must stay byte for byte what it was.
+FIXED_SHA256 = "7ea28dea8569af7fa582d86ad88652d154f04dd2261873975c3389830124bf54"
+
+
+def test_the_file_is_byte_for_byte_what_ffcvs_definitions_wrote(tmp_path):
+    out = tmp_path / "fixed.beton"
+    manifest = Manifest(("bowling", "café", "x"), images=((1, 2),), sources=({"start": 0},))
+    write_beton(out, _fixed_samples(), num_workers=1, manifest=manifest)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert digest == FIXED_SHA256, "the writer no longer writes the bytes ffcv's fields wrote"
+    beton = BetonFile(out)  # and it reads back as written
+    assert [beton.sample(i) for i in range(len(beton))] == _fixed_samples()
+    # The frames field, an ffcv Field ffcv's own DatasetWriter could use, encodes the rows
+    # and bytes the writer stored.
+    for i, sample in enumerate(_fixed_samples()):
+        row, ptr = np.zeros(1, beton.frames_meta.dtype), int(beton.frames_meta[i]["ptr"])
+        buffer = np.empty(int(beton.frames_meta[i]["size"]), np.uint8)
+        WebPFramesField().encode(row, sample.frames, lambda size, p=ptr, b=buffer: (p, b[:size]))
+        assert row[0] == beton.frames_meta[i] and np.array_equal(buffer, beton.blob(i))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from media import make_tiny_beton
+from media import make_tiny_beton, tmpfs
 from typer.testing import CliRunner
 
 from vicmae.engine.checkpoint import (
@@ -152,15 +152,8 @@ def test_rng_states_survive_the_safe_loader(tmp_path):
 @pytest.fixture()
 def small_disk(tmp_path):
     """A 256 KiB tmpfs (a real full disk); skipped where this machine forbids mounting."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.decode().strip()[:80]})")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
+    with tmpfs(tmp_path / "small", "size=256k") as mnt:
+        yield mnt
 
 
 def test_full_disk_while_saving_is_one_line_and_keeps_the_previous(small_disk):

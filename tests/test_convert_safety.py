@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media import write_class_clips
+from media import tmpfs, wait_for, write_class_clips
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -40,22 +40,6 @@ def slow_clips(tmp_path_factory) -> Path:
 
 
 SLOW = ["--short-side", "96", "--method", "6"]
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, *options: str):
-    """A real tmpfs at ``path`` (skips where this machine forbids mounting)."""
-    path.mkdir(parents=True, exist_ok=True)
-    opts = ",".join(("size=1m", *options))
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def descendants(pid: int) -> set[int]:
@@ -84,14 +68,6 @@ def alive(pids: set[int]) -> set[int]:
 def start_cli(root: Path, out: Path, *extra: str) -> subprocess.Popen:
     args = [EXE, "convert", "folder", "--root", str(root), "--out", str(out), *extra]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
 
 
 def parts_of(out: Path) -> list[Path]:
@@ -149,7 +125,7 @@ def test_disk_full_while_converting_is_one_line_and_keeps_what_is_encoded(slow_c
 
 
 def test_read_only_output_folder_is_refused_before_any_work(clips, tmp_path):
-    with tmpfs(tmp_path / "ro", "ro") as ro:
+    with tmpfs(tmp_path / "ro", "size=1m", "ro") as ro:
         result = runner.invoke(
             app, ["convert", "folder", "--root", str(clips), "--out", str(ro / "o.beton")]
         )

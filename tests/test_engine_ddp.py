@@ -15,11 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from media import TINY_MODEL, make_tiny_beton
+from media import make_tiny_beton, tiny_pretrain_checkpoint
 
-from vicmae.config import load_config, to_dict
-from vicmae.engine.checkpoint import load_checkpoint, save_checkpoint
-from vicmae.model.vicmae import ViCMAE
+from vicmae.engine.checkpoint import load_checkpoint
 
 JOB = Path(__file__).with_name("ddp_resume_job.py")
 
@@ -47,13 +45,7 @@ def _rows(run_dir: Path) -> list[dict]:
 def data(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("ddp")
     beton = make_tiny_beton(root / "tiny.beton")
-    torch.manual_seed(0)
-    cfg = load_config(None, [*TINY_MODEL, "data.resolution=32"])
-    ckpt = save_checkpoint(
-        root / "pretrained" / "last.pt",
-        {"kind": "pretrain", "model": ViCMAE(cfg.model).state_dict(), "config": to_dict(cfg),
-         "step": 0},
-    )  # fmt: skip
+    ckpt = tiny_pretrain_checkpoint(root / "pretrained" / "last.pt")
     return beton, ckpt
 
 

@@ -5,12 +5,11 @@
 
 from __future__ import annotations
 
-import subprocess
 from importlib.util import find_spec
 
 import pytest
 import torch
-from media import TINY_MODEL, make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton, tmpfs
 from typer.testing import CliRunner
 
 from vicmae_cli.train import app
@@ -93,15 +92,8 @@ def test_zero_byte_checkpoints_are_one_line_errors(beton, tmp_path):
 @pytest.fixture()
 def small_disk(tmp_path):
     """A 1 MiB tmpfs (a real full disk); skipped where this machine forbids mounting."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.decode().strip()[:80]})")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
+    with tmpfs(tmp_path / "small", "size=1m") as mnt:
+        yield mnt
 
 
 def test_disk_full_while_saving_a_checkpoint(beton, small_disk):

@@ -11,13 +11,9 @@ from __future__ import annotations
 import re
 
 import pytest
-import torch
-from media import TINY_MODEL, make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton, tiny_pretrain_checkpoint
 from typer.testing import CliRunner
 
-from vicmae.config import load_config, to_dict
-from vicmae.engine.checkpoint import save_checkpoint
-from vicmae.model.vicmae import ViCMAE
 from vicmae_cli.train import app
 
 runner = CliRunner()
@@ -34,13 +30,7 @@ SHORT = [
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("first-hour")
     beton = make_tiny_beton(root / "tiny.beton", n=16)
-    torch.manual_seed(0)
-    cfg = load_config(None, [*TINY_MODEL, "data.resolution=32"])
-    ckpt = save_checkpoint(
-        root / "pretrain" / "last.pt",
-        {"kind": "pretrain", "model": ViCMAE(cfg.model).state_dict(), "config": to_dict(cfg),
-         "step": 0},
-    )  # fmt: skip
+    ckpt = tiny_pretrain_checkpoint(root / "pretrain" / "last.pt")
     return beton, ckpt
 
 

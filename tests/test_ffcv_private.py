@@ -5,11 +5,14 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 from vicmae_data import ffcv_private
 from vicmae_data.ffcv_private import FFCV_VERSION
+from vicmae_data.format.beton import BetonFile
 
 ROOT = Path(ffcv_private.__file__).resolve().parents[1]
 SCANNED = ("vicmae_data", "vicmae", "cli", "benchmarks", "scripts", "tests")
@@ -58,3 +61,29 @@ def test_every_module_that_imports_ffcv_is_listed():
     assert "vicmae_data/load/memory.py" in found  # the scan sees what it should
     unlisted = [f for f in found if f not in ffcv_private.__doc__ and not f.endswith("_private.py")]
     assert not unlisted, f"import ffcv but are not listed in ffcv_private's docstring: {unlisted}"
+
+
+def test_vicmae_data_convert_writes_its_file_without_importing_ffcv(tmp_path):
+    """`import ffcv` loads torch, numba and OpenCV (seconds; over a minute on a busy node):
+    convert writes the .beton with NumPy alone, so nothing waits for them between the last
+    encoded item and the file. ffcv comes with the loader, not before."""
+    from media import write_mixed_folder
+
+    root, out = write_mixed_folder(tmp_path / "f", 32, 48), tmp_path / "f.beton"
+    args = ["convert", "folder", "--root", str(root), "--out", str(out)]
+    args += ["--workers", "1", "--short-side", "24"]
+    code = (
+        "import sys\n"
+        "from vicmae_cli.data import app\n"
+        "try:\n"
+        f"    app({args!r})\n"
+        "except SystemExit as exc:\n"
+        "    status = exc.code\n"
+        "heavy = {'ffcv', 'torch', 'numba', 'cv2'}\n"
+        "print(status, sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert run.stdout.strip().splitlines()[-1] == "0 []", run.stdout + run.stderr
+    assert BetonFile(out).labels.tolist() == [0, 0, 0]  # the file is there, whole

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from vicmae_data.sources.items import MISSING
 from vicmae_data.sources.layouts import DATASETS, LayoutError, list_items
+from vicmae_data.sources.scan import AnnotatedFiles, Scanner
 from vicmae_data.synth.dataset import LAYOUTS, SynthSummary, synth_dataset
 
 VIDEOS = 8  # per split: every class of every layout at least once
@@ -276,3 +278,19 @@ def test_imagenet_titles_from_synset_mapping(made, tmp_path):
     copy = shutil.copytree(root, tmp_path / "in")
     (copy / "LOC_synset_mapping.txt").unlink()
     assert list_items("imagenet", copy, "val").classes == list_items("imagenet", copy).classes
+
+
+def test_annotated_files_count_once_skip_outside_and_list_missing(tmp_path):
+    """What Moments in Time's and Places365's readers share: a file named twice is one
+    item, a path leaving the root is skipped with its reason, an absent one is missing."""
+    (tmp_path / "media" / "a").mkdir(parents=True)
+    (tmp_path / "media" / "a" / "x.mp4").write_bytes(b"")
+    scan = Scanner(tmp_path)
+    files = AnnotatedFiles(tmp_path, "media", scan)
+    for rel in ("a/x.mp4", "a/x.mp4", "a/y.mp4", "../z.mp4"):
+        files.add(rel, 3, "c")
+    assert [(i.path, i.label, i.class_name, i.source) for i in files.items] == [
+        (tmp_path / "media" / "a" / "x.mp4", 3, "c", "media/a/x.mp4")
+    ]
+    assert files.missing == [{"path": str(tmp_path / "media" / "a" / "y.mp4"), "reason": MISSING}]
+    assert [s["path"] for s in scan.skipped] == ["../z.mp4"]

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from media import make_tiny_beton, write_class_clips
+from media import make_tiny_beton, wait_for, write_class_clips
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app
@@ -34,14 +34,6 @@ SLOW = ["--short-side", "96", "--method", "6", "--workers", "1"]
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists() or not hasattr(os, "mkfifo"), reason="needs /proc, FIFOs"
 )
-
-
-def _wait_for(condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.02)
 
 
 def _children(pid: int) -> set[int]:
@@ -64,7 +56,7 @@ def _kill_all(proc: subprocess.Popen) -> None:
     family = _children(proc.pid)
     proc.kill()
     proc.wait(30)
-    _wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in family), timeout=30)
+    wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in family), timeout=30)
 
 
 def _convert(root: Path, out: Path, log: Path) -> subprocess.Popen:
@@ -118,7 +110,7 @@ def test_a_conversion_killed_while_writing_leaks_nothing_after_the_rerun(slow_cl
     # 1. Killed while converting: the resume cache keeps what was encoded.
     first = _convert(slow_clips, out, log)
     try:
-        _wait_for(lambda: len(list(Path(f"{out}.parts").glob("*/*.part"))) >= 2)
+        wait_for(lambda: len(list(Path(f"{out}.parts").glob("*/*.part"))) >= 2)
     finally:
         _kill_all(first)
     done = sorted(Path(f"{out}.parts").glob("*/*.part"))
@@ -128,11 +120,11 @@ def test_a_conversion_killed_while_writing_leaks_nothing_after_the_rerun(slow_cl
     second = _convert(slow_clips, out, log)
     stall = None
     try:
-        _wait_for(lambda: len(list(Path(f"{out}.parts").glob("*/*.part"))) > len(done))
+        wait_for(lambda: len(list(Path(f"{out}.parts").glob("*/*.part"))) > len(done))
         # The last item converted (workers=1: in listing order), so items before it are
         # written when the writer stops there.
         stall = StallingPart(max(done, key=lambda p: p.stat().st_mtime_ns))
-        _wait_for(stall.stalling.is_set)
+        wait_for(stall.stalling.is_set)
         assert temporaries(tmp_path, out.name)  # made before any sample is read
         time.sleep(0.2)  # the samples before the stalled one are written meanwhile
     finally:
@@ -192,7 +184,7 @@ def test_a_merge_locks_its_output_and_removes_a_killed_writers_leftover(tmp_path
     )
     proc = subprocess.Popen([sys.executable, "-c", child, str(a), str(out)])
     try:
-        _wait_for(lambda: bool(temporaries(tmp_path, out.name)))
+        wait_for(lambda: bool(temporaries(tmp_path, out.name)))
     finally:
         proc.kill()
         proc.wait(30)

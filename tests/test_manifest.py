@@ -15,7 +15,7 @@ from media import noise, sample_params, webp, write_mixed_folder
 
 from vicmae_data import ClassMapError, check_same_classes, class_map, class_names
 from vicmae_data.format import tables
-from vicmae_data.format.beton import BetonError, BetonFile, beton_fields
+from vicmae_data.format.beton import BetonError, BetonFile
 from vicmae_data.format.manifest import Manifest, image_runs, merged_manifest
 from vicmae_data.synth.dataset import synth_dataset
 from vicmae_data.write.convert import convert
@@ -44,17 +44,30 @@ def splits(k700, tmp_path_factory) -> dict[str, Path]:
 
 
 def test_dtypes_are_ffcvs():
+    """The layout the writer and the inspection commands declare without ffcv is ffcv's:
+    dtypes, field type ids, and argument bytes (zero for each of the three fields)."""
+    from ffcv.fields import IntField, JSONField
     from ffcv.types import (
         ALLOC_TABLE_TYPE,
         CURRENT_VERSION,
+        TYPE_ID_HANDLER,
         FieldDescType,
         HeaderType,
         get_metadata_type,
     )
 
+    from vicmae_data.format.frames import WebPFramesField
+
+    fields = {"frames": WebPFramesField(), "label": IntField(), "meta": JSONField()}
     assert tables.HEADER == HeaderType and tables.FIELD_DESC == FieldDescType
     assert tables.ALLOC == ALLOC_TABLE_TYPE and tables.FORMAT_VERSION == CURRENT_VERSION
-    assert tables.METADATA == get_metadata_type(list(beton_fields().values()))
+    assert tables.ALLOC.alignment == ALLOC_TABLE_TYPE.alignment  # the manifest's padding
+    assert tables.METADATA == get_metadata_type(list(fields.values()))
+    type_ids = {handler: type_id for type_id, handler in TYPE_ID_HANDLER.items()}
+    assert [(name, type_ids.get(type(f), 255)) for name, f in fields.items()] == [
+        (name, type_id) for name, type_id, _ in tables.FIELDS
+    ]
+    assert not any(np.any(f.to_binary()[0]) for f in fields.values())
 
 
 def test_every_split_stores_the_datasets_one_class_list(splits):

@@ -156,6 +156,22 @@ def test_merge_cli(files, tmp_path):
     assert sorted(set(BetonFile(out).labels.tolist())) == [0, 1, 2, 3, 4]
 
 
+def test_merge_cli_leaves_an_existing_out_alone_unless_overwrite(files, tmp_path):
+    out = tmp_path / "out.beton"
+    out.write_bytes(b"a file the user keeps")
+    args = ["merge", str(files["k0"]), str(files["k1"]), "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    err = result.stderr.strip()
+    assert err.startswith("error:") and "\n" not in err, err
+    assert f"{out} exists: pass --overwrite to replace it" in err
+    assert out.read_bytes() == b"a file the user keeps"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.beton"]  # no report, no lock
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert _all(out) == _all(files["k0"]) + _all(files["k1"])
+
+
 @pytest.mark.parametrize("bad", ["missing", "junk"])
 def test_merge_cli_bad_input_is_one_line_exit_2(files, tmp_path, bad):
     path = tmp_path / f"{bad}.beton"

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from media import TINY_MODEL, make_tiny_beton
+from media import TINY_MODEL, make_tiny_beton, tmpfs
 from typer.testing import CliRunner
 
 from vicmae_cli.data import app as data_app
@@ -38,21 +37,6 @@ def _one_line(res, *needles: str, code: int = 2) -> str:
     return text
 
 
-@contextlib.contextmanager
-def _tmpfs(path: Path):
-    """A real tmpfs at ``path`` (skips where this machine forbids mounting)."""
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def _read_only(path: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
 
@@ -63,7 +47,7 @@ def beton(tmp_path_factory) -> Path:
 
 
 def test_pretrain_out_on_a_read_only_file_system(beton, tmp_path):
-    with _tmpfs(tmp_path / "ro") as ro:
+    with tmpfs(tmp_path / "ro", "size=4m") as ro:
         # A run folder from an earlier run: its config and metrics (resume rewrites them).
         (ro / "old").mkdir()
         config = runner.invoke(

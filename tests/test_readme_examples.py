@@ -289,6 +289,7 @@ def test_slurm_block_runs_for_every_task(prepared, tmp_path):
 
     for _, line in help_examples():
         if line.startswith("vicmae-data merge"):
+            (tmp_path / "k400.beton").unlink()  # merge leaves an existing OUT alone
             run(line, tmp_path)  # the shards the block wrote, joined again
     whole = BetonFile(prepared / "k400.beton")
     merged = BetonFile(tmp_path / "k400.beton")

@@ -162,7 +162,8 @@ def test_center_frames() -> None:
 # --- crops ----------------------------------------------------------------------------
 
 
-def ref_random_resized_crop(H, W, scale, ratio, rng: RefRng) -> tuple[int, int, int, int]:
+def ref_crop(H, W, scale, ratio, rng: RefRng) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params, fallback included, with an even origin."""
     area = H * W
     lo, hi = math.log(ratio[0]), math.log(ratio[1])
     for _ in range(10):
@@ -173,7 +174,14 @@ def ref_random_resized_crop(H, W, scale, ratio, rng: RefRng) -> tuple[int, int, 
         if 0 < w <= W and 0 < h <= H:
             top, left = rng.integer(H - h + 1), rng.integer(W - w + 1)
             return top - top % 2, left - left % 2, h, w
-    raise AssertionError("fallback not expected in this test")
+    if W / H < ratio[0]:  # fallback: the whole image, or its centre at the nearest ratio
+        w, h = W, max(1, min(H, int(W / ratio[0] + 0.5)))
+    elif W / H > ratio[1]:
+        h, w = H, max(1, min(W, int(H * ratio[1] + 0.5)))
+    else:
+        h, w = H, W
+    top, left = (H - h) // 2, (W - w) // 2
+    return top - top % 2, left - left % 2, h, w
 
 
 def test_random_resized_crop_matches_reference() -> None:
@@ -182,9 +190,7 @@ def test_random_resized_crop_matches_reference() -> None:
         box = np.zeros(4, dtype=np.int64)
         random_resized_crop(256, 340, 0.5, 1.0, 3 / 4, 4 / 3, state(4, 0, i), box)
         top, left, h, w = box.tolist()
-        assert (top, left, h, w) == ref_random_resized_crop(
-            256, 340, (0.5, 1.0), (3 / 4, 4 / 3), RefRng(4, 0, i)
-        )
+        assert (top, left, h, w) == ref_crop(256, 340, (0.5, 1.0), (3 / 4, 4 / 3), RefRng(4, 0, i))
         assert top % 2 == 0 and left % 2 == 0  # libwebp's crop origin is even
         assert 0 <= top and top + h <= 256 and 0 <= left and left + w <= 340
         areas.append(h * w / (256 * 340))
@@ -216,28 +222,6 @@ def test_draw_view_params_train_and_eval() -> None:
 
 
 # --- edges the mutation run found unguarded (scripts/mutate.py) ------------------------
-
-
-def ref_crop(H, W, scale, ratio, rng: RefRng) -> tuple[int, int, int, int]:
-    """torchvision's RandomResizedCrop.get_params, fallback included, with an even origin."""
-    area = H * W
-    lo, hi = math.log(ratio[0]), math.log(ratio[1])
-    for _ in range(10):
-        target = area * (scale[0] + (scale[1] - scale[0]) * rng.uniform())
-        aspect = math.exp(lo + (hi - lo) * rng.uniform())
-        w = int(math.sqrt(target * aspect) + 0.5)
-        h = int(math.sqrt(target / aspect) + 0.5)
-        if 0 < w <= W and 0 < h <= H:
-            top, left = rng.integer(H - h + 1), rng.integer(W - w + 1)
-            return top - top % 2, left - left % 2, h, w
-    if W / H < ratio[0]:  # fallback: the whole image, or its centre at the nearest ratio
-        w, h = W, max(1, min(H, int(W / ratio[0] + 0.5)))
-    elif W / H > ratio[1]:
-        h, w = H, max(1, min(W, int(H * ratio[1] + 0.5)))
-    else:
-        h, w = H, W
-    top, left = (H - h) // 2, (W - w) // 2
-    return top - top % 2, left - left % 2, h, w
 
 
 @pytest.mark.parametrize(

@@ -8,14 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from media import TINY_MODEL, make_tiny_beton, webp
+from media import make_tiny_beton, tiny_pretrain_checkpoint, webp
 from typer.testing import CliRunner
 
-from vicmae.config import AugmentConfig, load_config, to_dict
-from vicmae.engine.checkpoint import load_checkpoint, save_checkpoint
+from vicmae.config import AugmentConfig, load_config
+from vicmae.engine.checkpoint import load_checkpoint
 from vicmae.engine.label_space import label_space
 from vicmae.jobs.finetune import NO_WEIGHT_DECAY, Classifier, FinetuneLoss
-from vicmae.model.vicmae import ViCMAE
 from vicmae.model.video_vit import inflate
 from vicmae.model.vit import ViTEncoder
 from vicmae_cli.train import app
@@ -54,13 +53,7 @@ def classes_beton(path, n: int, classes: int, dataset: str, size: int = 40):
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("videoft")
     beton = make_tiny_beton(root / "tiny.beton")
-    torch.manual_seed(0)
-    cfg = load_config(None, [*TINY_MODEL, "data.resolution=32"])
-    ckpt = save_checkpoint(
-        root / "pretrain" / "last.pt",
-        {"kind": "pretrain", "model": ViCMAE(cfg.model).state_dict(), "config": to_dict(cfg),
-         "step": 0},
-    )  # fmt: skip
+    ckpt = tiny_pretrain_checkpoint(root / "pretrain" / "last.pt")
     return root, beton, ckpt
 
 

@@ -29,22 +29,28 @@ public way to do is here, each with the reason:
 Everything else in the project that relies on how ffcv 1.0.2 is built, beyond the extension
 points above (re-check each item when ffcv changes):
 
-- ``vicmae_data/write/beton_writer.py`` writes ffcv's on-disk layout itself, from
-  ``ffcv.types`` (``HeaderType``, ``FieldDescType``, ``ALLOC_TABLE_TYPE``,
-  ``get_metadata_type``, ``TYPE_ID_HANDLER``, ``CURRENT_VERSION``) and each field's
-  ``encode(destination, value, malloc)``, instead of ffcv's ``DatasetWriter``.
-- ``vicmae_data/format/tables.py`` declares the same layout again with NumPy (header, field
+- ``vicmae_data/format/tables.py`` declares ffcv's on-disk layout with NumPy (header, field
   descriptors with 1024 argument bytes, metadata rows, allocation table at the end; format
-  version 2; type ids 1 int, 5 JSON, 255 custom) so that inspecting never imports ffcv;
-  ``tests/test_manifest.py`` compares those dtypes with ``ffcv.types``.
+  version 2; type ids 1 int, 5 JSON, 255 custom) so that neither inspecting nor writing
+  imports ffcv; ``tests/test_manifest.py`` compares those dtypes, type ids and the fields'
+  (zero) argument bytes with ``ffcv.types`` and ffcv's fields.
+- ``vicmae_data/write/beton_writer.py`` writes that layout itself, instead of ffcv's
+  ``DatasetWriter``, encoding each field as ffcv's would: ``IntField``'s int64 row,
+  ``JSONField``'s bytes (``json.dumps`` with its defaults, then a NUL byte:
+  ``encode_meta`` in ``vicmae_data/format/beton.py``) and the frames field's row
+  (``frames_row`` in ``vicmae_data/format/frame_blob.py``, which ``WebPFramesField.encode``
+  also uses); the allocation table lists each sample's allocations in field order.
+  ``tests/test_beton_writer.py`` holds a written file to the sha256 of the bytes the writer
+  wrote through ``ffcv.types`` and the fields' ``encode``.
 - ``vicmae_data/format/pages.py`` and ``vicmae_data/write/settings.py`` follow the readers'
   page rules: the process cache slices each allocation out of one page (none may cross a
   page boundary), pages from ffcv's 2 MiB minimum, the size stored as uint32.
 - ``vicmae_data/format/manifest.py`` keeps the class list where ffcv's readers never look:
   data bytes no allocation lists, and the ``label`` descriptor's argument bytes, which
   ``IntField`` leaves unused. ``vicmae_data/format/beton.py`` reads ``JSONField`` values
-  (UTF-8 JSON, then a NUL byte) and declares the fields (``IntField``, ``JSONField``, and
-  ``vicmae_data/format/frames.py``'s ``WebPFramesField``, an ffcv ``Field``).
+  (UTF-8 JSON, then a NUL byte) and hands ffcv's readers the one field ffcv does not ship
+  (``custom_fields``: ``vicmae_data/format/frames.py``'s ``WebPFramesField``, an ffcv
+  ``Field``, imported only where a file is loaded).
 - ``vicmae_data/load/decoder.py``: ``Operation`` decoders that read ``self.metadata`` and
   ``self.memory_read`` (set on an operation by ffcv's pipeline), declare ``State`` and
   ``AllocationQuery`` objects, and return functions with ffcv's compiled calling convention

@@ -11,7 +11,8 @@ Every .beton vicmae writes has the same three fields, in this order:
 The class list (label -> name) of the whole dataset is stored in the file's manifest
 (:mod:`vicmae_data.format.manifest`); for files written before manifests it is rebuilt
 from the ``class_name`` of the samples. :class:`BetonFile` reads the tables with NumPy
-(:mod:`vicmae_data.format.tables`), not ffcv, so inspecting a file starts at once.
+(:mod:`vicmae_data.format.tables`), not ffcv, so inspecting a file starts at once; the
+writer (:mod:`vicmae_data.write.beton_writer`) writes them the same way.
 
 It checks the tables before anything touches the data: a header, field table or
 allocation table that does not hold together with the file's size is a
@@ -58,13 +59,10 @@ class Sample:
         return packed_size(self.frames.frames)
 
 
-def beton_fields() -> dict[str, Any]:
-    """The writer's field map (order matters: it is the on-disk order)."""
-    from ffcv.fields import IntField, JSONField
-
-    from vicmae_data.format.frames import WebPFramesField
-
-    return {"frames": WebPFramesField(), "label": IntField(), "meta": JSONField()}
+def encode_meta(meta: dict[str, Any]) -> bytes:
+    """A sample's meta as stored: what ffcv's ``JSONField`` writes (``json.dumps`` with its
+    defaults, then a NUL byte), so ffcv's readers and ``JSONField.unpack`` read it."""
+    return (json.dumps(meta) + "\0").encode("utf-8")
 
 
 def custom_fields() -> dict[str, type]:

@@ -3,11 +3,16 @@
     offsets: uint32[T + 1]   offsets[0] == 4 * (T + 1); frame t is blob[offsets[t]:offsets[t + 1]]
     frame 0 WebP bytes, frame 1 WebP bytes, ...
 
-NumPy only (no ffcv): the inspection commands and the conversion workers import it.
+The blob's row in the .beton's metadata table (:data:`~vicmae_data.format.tables.FRAMES_META`)
+holds its pointer and size, the frame count, the stored frame size and the blob's CRC32
+(:func:`frames_row`).
+
+NumPy only (no ffcv): the inspection commands, the conversion workers and the writer import it.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,6 +50,12 @@ def pack_frames(frames: Sequence[bytes]) -> np.ndarray:
     for t, frame in enumerate(frames):
         blob[offsets[t] : offsets[t + 1]] = np.frombuffer(frame, dtype=np.uint8)
     return blob
+
+
+def frames_row(frames: FrameList, ptr: int, blob: np.ndarray) -> tuple[int, ...]:
+    """The metadata row (``FRAMES_META``: ptr, size, num_frames, height, width, crc32) of
+    ``blob`` (``pack_frames(frames.frames)``) stored at file offset ``ptr``."""
+    return (ptr, blob.size, len(frames.frames), frames.height, frames.width, zlib.crc32(blob))
 
 
 def unpack_frames(blob: np.ndarray, num_frames: int) -> list[bytes]:

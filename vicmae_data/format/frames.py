@@ -15,7 +15,6 @@ good one.
 
 from __future__ import annotations
 
-import zlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,6 +23,7 @@ from ffcv.fields.base import ARG_TYPE, Field
 from vicmae_data.format.frame_blob import (  # re-exported: the writer and tests use them
     OFFSET_DTYPE,
     FrameList,
+    frames_row,
     pack_frames,
     packed_size,
     unpack_frames,
@@ -46,8 +46,10 @@ __all__ = [
 class WebPFramesField(Field):
     """A variable-length list of WebP frames of one size (a video; an image is T = 1).
 
-    The writer expects a :class:`FrameList`. Reading goes through the decoder returned by
-    :meth:`get_decoder_class`, which samples frame indices and decodes only those.
+    vicmae's writer (:mod:`vicmae_data.write.beton_writer`) stores the same bytes without
+    ffcv; :meth:`encode` lets ffcv's own ``DatasetWriter`` write it too. Reading goes through
+    the decoder returned by :meth:`get_decoder_class`, which samples frame indices and
+    decodes only those.
     """
 
     @property
@@ -65,12 +67,7 @@ class WebPFramesField(Field):
         blob = pack_frames(field.frames)
         ptr, buffer = malloc(blob.size)
         buffer[:] = blob
-        destination["ptr"] = ptr
-        destination["size"] = blob.size
-        destination["num_frames"] = len(field.frames)
-        destination["height"] = field.height
-        destination["width"] = field.width
-        destination["crc32"] = zlib.crc32(blob)
+        destination[0] = frames_row(field, ptr, blob)
 
     def get_decoder_class(self) -> type[Operation]:
         from vicmae_data.load.decoder import WebPFramesDecoder

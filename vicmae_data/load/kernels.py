@@ -31,7 +31,7 @@ from numba import njit, prange, types
 
 from vicmae_data.load.crops import draw_view_params
 from vicmae_data.load.native import libwebp
-from vicmae_data.load.native.ccall import address_of, c_function
+from vicmae_data.load.native.ccall import address_of, c_function, symbol_address
 from vicmae_data.load.native.cvresize import cv_resize_address, resize_view
 
 FN_RESIZE, FN_MEMCPY, FN_CV_RESIZE, FN_CRC32 = 3, 4, 5, 6  # after libwebp's three
@@ -65,13 +65,7 @@ def concurrent_parallel_regions_ok() -> bool:
 
 def crc32_address() -> int:
     """Address of zlib's ``crc32`` in this process, or 0 where no libz is found."""
-    name = ctypes.util.find_library("z")
-    if not name:
-        return 0
-    try:
-        return address_of(ctypes.CDLL(name).crc32)
-    except (OSError, AttributeError):
-        return 0
+    return symbol_address(ctypes.util.find_library("z"), "crc32")
 
 
 def kernel_table() -> np.ndarray:

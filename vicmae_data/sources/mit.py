@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vicmae_data.sources.items import MISSING, Found, Item, Layout, LayoutError
-from vicmae_data.sources.scan import Paths, Scanner, csv_rows, indexed_names
+from vicmae_data.sources.items import Found, Layout, LayoutError
+from vicmae_data.sources.scan import AnnotatedFiles, Scanner, csv_rows, indexed_names
 
 if TYPE_CHECKING:
     from vicmae_data.synth.twin import SynthSummary, TwinRequest
@@ -48,29 +48,15 @@ def read_mit(root: Path, split: str, scan: Scanner, variant: str | None = None) 
 
     media, csv_name = FOLDERS[split]
     csv_path = root / csv_name
-    listed: dict[str, set[str]] = {}  # folder relative to media dir -> media file names
-    items, missing = [], []
-    paths = Paths(root)
-    seen: set[str] = set()
+    files = AnnotatedFiles(root, media, scan)
     for n, row in csv_rows(csv_path):
         if len(row) < 2 or not row[0] or row[1] not in index:
             raise LayoutError(
                 f"annotation file {csv_path} line {n} is malformed or has a label "
                 f"not in {cat_path.name}: {','.join(row)!r}"
             )
-        rel_media, label = row[0], row[1]
-        if rel_media in seen or not scan.inside(rel_media):
-            continue
-        seen.add(rel_media)
-        folder, _, name = rel_media.rpartition("/")
-        if folder not in listed:
-            listed[folder] = set(scan(root / media / folder)[0])
-        rel = f"{media}/{rel_media}"
-        if name in listed[folder]:
-            items.append(Item(paths(rel), index[label], label, rel))
-        else:
-            missing.append({"path": str(root / rel), "reason": MISSING})
-    return Found(items, classes, missing)
+        files.add(row[0], index[row[1]], row[1])
+    return Found(files.items, classes, files.missing)
 
 
 def mit_twin(req: TwinRequest) -> SynthSummary:

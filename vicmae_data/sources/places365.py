@@ -23,8 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vicmae_data.sources.items import MISSING, Found, Item, Layout, LayoutError
-from vicmae_data.sources.scan import Paths, Scanner, indexed_names, text_lines
+from vicmae_data.sources.items import Found, Layout, LayoutError
+from vicmae_data.sources.scan import AnnotatedFiles, Scanner, indexed_names, text_lines
 
 if TYPE_CHECKING:
     from vicmae_data.synth.twin import SynthSummary, TwinRequest
@@ -101,10 +101,7 @@ def read_places365(root: Path, split: str, scan: Scanner, variant: str | None = 
     classes = indexed_names(_categories(cat_path), cat_path)
     variant, images = _images(root, split, variant)
     list_path = root / SPLIT_FILES[split]
-    listed: dict[str, set[str]] = {}  # folder relative to the image folder -> file names
-    items, missing = [], []
-    paths = Paths(root)
-    seen: set[str] = set()
+    files = AnnotatedFiles(root, images, scan)
     for n, line in text_lines(list_path):
         parts = line.split()
         try:
@@ -116,19 +113,8 @@ def read_places365(root: Path, split: str, scan: Scanner, variant: str | None = 
                 f"annotation file {list_path} line {n} is not 'image label' with a label of "
                 f"{CATEGORIES}: {line!r}"
             ) from None
-        rel_image = image.removeprefix("/")  # train paths start with "/"
-        if rel_image in seen or not scan.inside(rel_image):
-            continue
-        seen.add(rel_image)
-        folder, _, name = rel_image.rpartition("/")
-        if folder not in listed:
-            listed[folder] = set(scan(root / images / folder)[0])
-        rel = f"{images}/{rel_image}"
-        if name in listed[folder]:
-            items.append(Item(paths(rel), label, classes[label], rel))
-        else:
-            missing.append({"path": str(root / rel), "reason": MISSING})
-    return Found(items, classes, missing, [title(c) for c in classes], variant)
+        files.add(image.removeprefix("/"), label, classes[label])  # train paths start with "/"
+    return Found(files.items, classes, files.missing, [title(c) for c in classes], variant)
 
 
 def places365_twin(req: TwinRequest) -> SynthSummary:

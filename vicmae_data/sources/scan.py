@@ -19,8 +19,10 @@ from typing import Any
 from vicmae_data.sources.items import (
     IMAGE_EXTENSIONS,
     LOOP,
+    MISSING,
     OUTSIDE,
     VIDEO_EXTENSIONS,
+    Item,
     LayoutError,
 )
 
@@ -93,6 +95,37 @@ class Paths:
         if d is None:
             d = self.dirs[folder] = self.root / folder if folder else self.root
         return d / name
+
+
+class AnnotatedFiles:
+    """The files an annotation file names under one media folder: items, or missing.
+
+    Each folder is listed once (an annotation file names thousands of files per folder);
+    a path named twice counts once; one that leaves the root is skipped
+    (:meth:`Scanner.inside`). Moments in Time's and Places365's readers use it.
+    """
+
+    def __init__(self, root: Path, media: str, scan: Scanner) -> None:
+        self.root, self.media, self.scan = root, media, scan
+        self.paths = Paths(root)
+        self.listed: dict[str, set[str]] = {}  # folder under the media folder -> file names
+        self.seen: set[str] = set()
+        self.items: list[Item] = []
+        self.missing: list[dict] = []
+
+    def add(self, rel: str, label: int, class_name: str) -> None:
+        """The file ``MEDIA/rel``: an item where it is on disk, else listed as missing."""
+        if rel in self.seen or not self.scan.inside(rel):
+            return
+        self.seen.add(rel)
+        folder, _, name = rel.rpartition("/")
+        if folder not in self.listed:
+            self.listed[folder] = set(self.scan(self.root / self.media / folder)[0])
+        source = f"{self.media}/{rel}"
+        if name in self.listed[folder]:
+            self.items.append(Item(self.paths(source), label, class_name, source))
+        else:
+            self.missing.append({"path": str(self.root / source), "reason": MISSING})
 
 
 def csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:

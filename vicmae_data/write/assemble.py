@@ -33,7 +33,7 @@ class CachedSamples:
 
     def __getitem__(self, index: int):
         from vicmae_data.format.beton import Sample
-        from vicmae_data.format.frames import FrameList
+        from vicmae_data.format.frame_blob import FrameList
 
         part = read_part(self.paths[index])
         if part is None or not part.ok:

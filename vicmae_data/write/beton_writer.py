@@ -6,10 +6,13 @@ worker processes, so a worker that dies on a full disk or a bad sample leaves it
 forever). The frames are already encoded: writing is copying, so one process does it, and
 an error surfaces here at once as a :class:`BetonWriteError` naming the cause.
 
-The file is ffcv's format, built from ffcv's own definitions (``ffcv.types``: header,
-field descriptors, metadata and allocation-table dtypes) and its public field API (each
-field's ``encode(destination, value, malloc)`` fills its metadata row and asks ``malloc``
-for the bytes it stores)::
+The file is ffcv's format, written with NumPy from the dtypes of
+:mod:`vicmae_data.format.tables` (ffcv's header, field descriptor, metadata and
+allocation-table types; ``tests/test_manifest.py`` compares them with ``ffcv.types``), each
+field's row and bytes as ffcv's fields encode them (``tests/test_beton_writer.py`` holds
+the writer to the bytes it wrote through ffcv's own definitions). ``import ffcv`` loads
+torch, numba and OpenCV (seconds, over a minute on a busy node): a conversion never needs
+them, so it never waits for them between its last encoded item and its file::
 
     header | field descriptors | metadata table | frame blobs, packed into pages
     | JSON metas, back to back | allocation table
@@ -33,24 +36,16 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
-from ffcv.types import (
-    ALLOC_TABLE_TYPE,
-    CURRENT_VERSION,
-    TYPE_ID_HANDLER,
-    FieldDescType,
-    HeaderType,
-    get_metadata_type,
-)
 
 from vicmae_data.atomic import atomic_path
-from vicmae_data.format.beton import Sample, beton_fields
-from vicmae_data.format.frames import packed_size
+from vicmae_data.format.beton import Sample, encode_meta
+from vicmae_data.format.frame_blob import frames_row, pack_frames, packed_size
 from vicmae_data.format.manifest import Manifest, encode_manifest
 from vicmae_data.format.pages import PagePlan, choose_page_size
+from vicmae_data.format.tables import ALLOC, FIELD_DESC, FIELDS, FORMAT_VERSION, HEADER, METADATA
 from vicmae_data.oserror import os_cause
 
 # Reading a sample (a part file, or a sample of another .beton) is I/O: a few threads keep
@@ -113,7 +108,7 @@ def write_beton_stats(
     """Write ``samples`` (any indexable sequence of :class:`Sample`) to ``path``.
 
     ``frame_sizes[i]`` is the packed size of sample ``i``'s frame blob
-    (:func:`~vicmae_data.format.frames.packed_size`); when omitted every sample is read
+    (:func:`~vicmae_data.format.frame_blob.packed_size`); when omitted every sample is read
     once more to measure it. ``num_workers`` threads read samples ahead of the writer.
     ``progress(done, total)`` is called as samples are written. ``manifest`` (the class
     list, :mod:`vicmae_data.format.manifest`) goes between the data and the allocation
@@ -130,10 +125,9 @@ def write_beton_stats(
         frame_sizes = [packed_size(samples[i].frames.frames) for i in range(n)]
     if len(frame_sizes) != n:
         raise ValueError(f"{len(frame_sizes)} frame sizes for {n} samples")
-    fields = beton_fields()
-    metadata = np.zeros(n, dtype=get_metadata_type(list(fields.values())))
-    descriptors = _field_descriptors(fields)
-    tables_start = HeaderType.itemsize + descriptors.nbytes
+    metadata = np.zeros(n, dtype=METADATA)
+    descriptors = _field_descriptors()
+    tables_start = HEADER.itemsize + descriptors.nbytes
     plan = choose_page_size(frame_sizes, tables_start + metadata.nbytes)
     try:
         with atomic_path(path) as tmp:
@@ -146,13 +140,13 @@ def write_beton_stats(
                 if manifest is not None:
                     blob = encode_manifest(manifest, descriptors, end)
                     _pwrite_all(fd, blob, end)
-                    extra = -(-len(blob) // ALLOC_TABLE_TYPE.alignment) * ALLOC_TABLE_TYPE.alignment
+                    extra = -(-len(blob) // ALLOC.alignment) * ALLOC.alignment
                     end += extra
-                table = np.array(allocations, dtype=ALLOC_TABLE_TYPE)
+                table = np.array(allocations, dtype=ALLOC)
                 _pwrite_all(fd, table.tobytes(), end)
-                header = np.zeros(1, dtype=HeaderType)
-                header["version"] = CURRENT_VERSION
-                header["num_fields"] = len(fields)
+                header = np.zeros(1, dtype=HEADER)
+                header["version"] = FORMAT_VERSION
+                header["num_fields"] = len(FIELDS)
                 header["page_size"] = plan.page_size
                 header["num_samples"] = n
                 header["alloc_table_ptr"] = end
@@ -174,51 +168,47 @@ def write_beton_stats(
     )
 
 
-def _field_descriptors(fields: dict) -> np.ndarray:
-    """ffcv's field descriptor table, filled as ``DatasetWriter.prepare`` fills it."""
-    descriptors = np.zeros(len(fields), dtype=FieldDescType)
-    type_ids = {handler: type_id for type_id, handler in TYPE_ID_HANDLER.items()}
-    for i, (name, field) in enumerate(fields.items()):
+def _field_descriptors() -> np.ndarray:
+    """ffcv's field descriptor table, filled as ``DatasetWriter.prepare`` fills it: type id
+    and name; the argument bytes stay zero, as ``to_binary`` leaves them for ``IntField``,
+    ``JSONField`` and the frames field (the manifest's record goes into the label's)."""
+    descriptors = np.zeros(len(FIELDS), dtype=FIELD_DESC)
+    for i, (name, type_id, _) in enumerate(FIELDS):
         encoded = np.frombuffer(name.encode("ascii"), dtype="<u1")[:16]
-        descriptors[i]["type_id"] = type_ids.get(type(field), 255)
+        descriptors[i]["type_id"] = type_id
         descriptors[i]["name"][: len(encoded)] = encoded
-        descriptors[i]["arguments"][:] = field.to_binary()[0]
     return descriptors
 
 
 class _Allocator:
-    """ffcv's ``malloc`` for the fields' ``encode``: planned addresses, no page crossing."""
+    """Where each sample's bytes go: planned addresses, no page crossing (ffcv's rule)."""
 
     def __init__(self, plan: PagePlan, frame_sizes: Sequence[int]) -> None:
         self.plan = plan
         self.frame_sizes = frame_sizes
         self.meta_cursor = plan.end  # metas go after the last frame blob
-        self.allocations: list[tuple[int, int, int]] = []
-        self.sample = -1
-        self.writes: list[tuple[int, np.ndarray]] = []
+        self.allocations: list[tuple[int, int, int]] = []  # (sample, ptr, size), ffcv's order
 
-    def start(self, sample: int) -> None:
-        self.sample = sample
-        self.writes = []
+    def blob(self, i: int, size: int) -> int:
+        """Sample ``i``'s frame blob goes where the plan put it."""
+        if size != int(self.frame_sizes[i]):
+            raise BetonWriteError(
+                f"sample {i}: its frames take {size} bytes, {int(self.frame_sizes[i])} "
+                "were announced (did the input change while it was being written?)"
+            )
+        return self._allocated(i, int(self.plan.addresses[i]), size)
 
-    def malloc(self, size: int, *, blob: bool) -> tuple[int, np.ndarray]:
-        i, page = self.sample, self.plan.page_size
-        if blob:  # the frame blob goes where the plan put it
-            if size != int(self.frame_sizes[i]):
-                raise BetonWriteError(
-                    f"sample {i}: its frames take {size} bytes, {int(self.frame_sizes[i])} "
-                    "were announced (did the input change while it was being written?)"
-                )
-            ptr = int(self.plan.addresses[i])
-        else:  # a meta: next in the meta region, never across a page boundary
-            if self.meta_cursor // page != (self.meta_cursor + size - 1) // page:
-                self.meta_cursor = (self.meta_cursor // page + 1) * page
-            ptr = self.meta_cursor
-            self.meta_cursor += size
-        buffer = np.empty(size, dtype=np.uint8)
-        self.writes.append((ptr, buffer))
+    def meta(self, i: int, size: int) -> int:
+        """Sample ``i``'s meta: next in the meta region, never across a page boundary."""
+        page = self.plan.page_size
+        if self.meta_cursor // page != (self.meta_cursor + size - 1) // page:
+            self.meta_cursor = (self.meta_cursor // page + 1) * page
+        self.meta_cursor += size
+        return self._allocated(i, self.meta_cursor - size, size)
+
+    def _allocated(self, i: int, ptr: int, size: int) -> int:
         self.allocations.append((i, ptr, size))
-        return ptr, buffer
+        return ptr
 
 
 def _write_samples(
@@ -230,18 +220,24 @@ def _write_samples(
     num_workers: int,
     progress: Callable[[int, int], None] | None,
 ) -> tuple[list[tuple[int, int, int]], int]:
-    """Encode and write every sample; returns the allocations and the end of the data."""
-    fields = list(beton_fields().values())  # frames, label, meta: the on-disk order
-    names = metadata.dtype.names
+    """Encode and write every sample; returns the allocations and the end of the data.
+
+    Each sample's fields in the on-disk order (frames, label, meta), their rows and bytes
+    as ffcv's fields write them: the frame blob and its row; the label, an int64 in the
+    row; the meta, JSON bytes pointed at by its row."""
+    frames_col, label_col, meta_col = (metadata[name] for name in METADATA.names)
     alloc = _Allocator(plan, frame_sizes)
     n = len(samples)
     for i, sample in _read_ahead(samples, num_workers):
-        alloc.start(i)
-        values = (sample.frames, int(sample.label), sample.meta)
-        for k, (field, value) in enumerate(zip(fields, values, strict=True)):
-            field.encode(metadata[names[k]][i : i + 1], value, partial(alloc.malloc, blob=k == 0))
-        for ptr, buffer in alloc.writes:
-            _pwrite_all(fd, buffer, ptr)
+        blob = pack_frames(sample.frames.frames)
+        ptr = alloc.blob(i, blob.size)
+        frames_col[i] = frames_row(sample.frames, ptr, blob)
+        label_col[i] = int(sample.label)
+        meta = encode_meta(sample.meta)
+        meta_ptr = alloc.meta(i, len(meta))
+        meta_col[i] = (meta_ptr, len(meta))
+        _pwrite_all(fd, blob, ptr)
+        _pwrite_all(fd, meta, meta_ptr)
         if progress is not None:
             progress(i + 1, n)
     return alloc.allocations, alloc.meta_cursor

@@ -3,9 +3,10 @@
 The WebP bytes are copied as they are (after a CRC32 check). Samples are read lazily from
 the inputs while the writer runs, so memory does not grow with the inputs. A sample whose
 table row is damaged (:meth:`BetonFile.damaged_rows`) or whose bytes fail their CRC32 stops
-the merge, naming it, or is left out with ``skip_damaged``. The output is locked for the
-job (:mod:`vicmae_data.write.lock`: a second merge into it is refused, a killed one's
-temporary file removed), and its report is written before the file takes its name.
+the merge, naming it, or is left out with ``skip_damaged``. An existing output is replaced
+only with ``overwrite`` (as ``convert`` does). The output is locked for the job
+(:mod:`vicmae_data.write.lock`: a second merge into it is refused, a killed one's temporary
+file removed), and its report is written before the file takes its name.
 
 Labels: :mod:`vicmae_data.format.labels` decides which inputs share a label space (shards
 of one dataset keep their labels, different datasets are offset past each other, as
@@ -35,6 +36,7 @@ from vicmae_data.oserror import os_cause
 from vicmae_data.sources.items import UNLABELLED
 from vicmae_data.write.beton_writer import BetonWriteError, write_beton
 from vicmae_data.write.lock import output_lock
+from vicmae_data.write.report import OutputExistsError
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +245,7 @@ def merge(
     relabel: RelabelMode = "auto",
     num_workers: int = MERGE_WORKERS,
     skip_damaged: bool = False,
+    overwrite: bool = False,
 ) -> MergeResult:
     """Write the samples of ``inputs`` in order to ``out`` (atomically), copying WebP bytes.
 
@@ -251,8 +254,10 @@ def merge(
     the first damaged sample stops the merge (:class:`BetonError` naming it; nothing is
     written); ``skip_damaged=True`` checks every sample first, leaves the damaged ones out
     and lists them in the merged report (``damaged``). ``num_workers`` threads read the
-    inputs. ``out`` is locked while it is written (``OutputLockedError`` when another job
-    holds it); the report is written before ``out`` takes its name.
+    inputs. An existing ``out`` is an :class:`~vicmae_data.write.report.OutputExistsError`
+    (nothing is read or written) unless ``overwrite=True``. ``out`` is locked while it is
+    written (``OutputLockedError`` when another job holds it); the report is written before
+    ``out`` takes its name.
 
     Example::
 
@@ -264,6 +269,10 @@ def merge(
         if _same_file(Path(p), out):
             raise ValueError(f"refusing to overwrite input {p} with the merged output")
     with output_lock(out):
+        if not overwrite and (out.exists() or out.is_symlink()):
+            raise OutputExistsError(
+                f"{out} exists: pass --overwrite to replace it, or choose another --out"
+            )
         return _merge(inputs, out, relabel, num_workers, skip_damaged)
 
 

@@ -27,6 +27,17 @@ def address_of(function: ctypes._CFuncPtr) -> int:
     return int(address)
 
 
+def symbol_address(library: str | None, name: str) -> int:
+    """The address of C function ``name`` in shared ``library`` (a path, or a name
+    ``ctypes.CDLL`` finds), or 0 where either is missing: callers fall back then."""
+    if not library:
+        return 0
+    try:
+        return address_of(getattr(ctypes.CDLL(library), name))
+    except (OSError, AttributeError):
+        return 0
+
+
 def c_function(restype: types.Type, *argtypes: types.Type):
     """An intrinsic ``call(address, *args) -> restype`` for a C function of ``argtypes``.
 

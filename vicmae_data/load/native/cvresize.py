@@ -26,7 +26,7 @@ import ctypes.util
 import numpy as np
 from numba import njit, types
 
-from vicmae_data.load.native.ccall import address_of, c_function
+from vicmae_data.load.native.ccall import c_function, symbol_address
 
 CV_MAT_MAGIC = 0x42420000
 CV_MAT_CONT = 1 << 14
@@ -49,13 +49,7 @@ def cv_resize_address() -> int:
             path = next((ln.split()[-1] for ln in maps if "libopencv_imgproc" in ln), None)
     except OSError:
         pass
-    path = path or ctypes.util.find_library("opencv_imgproc")
-    if not path:
-        return 0
-    try:
-        return address_of(ctypes.CDLL(path).cvResize)
-    except (OSError, AttributeError):
-        return 0
+    return symbol_address(path or ctypes.util.find_library("opencv_imgproc"), "cvResize")
 
 
 @njit(nogil=True, cache=True)
