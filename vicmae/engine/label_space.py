@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vicmae.config import ConfigError
+from vicmae.engine.run_folder import CLASSIFIER_RECORD
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def label_space(paths: Sequence[str | os.PathLike]) -> LabelSpace:
     return LabelSpace(files, top)
 
 
-RECORD_NAME = "classifier.json"
+RECORD_NAME = CLASSIFIER_RECORD
 
 
 def write_record(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:

@@ -41,11 +41,13 @@ log = logging.getLogger("vicmae")
 LAST = "last.pt"
 BEST = "best.pt"
 METRICS = "metrics.jsonl"
+# An evaluation's architecture, input and label space (vicmae/engine/label_space.py).
+CLASSIFIER_RECORD = "classifier.json"
 _EPOCH = re.compile(r"^epoch_(\d+)\.pt$")
 # What makes a folder a run (any one of them; epoch_NNNN.pt too): a state to resume or a result.
 RUN_MARKERS = (LAST, BEST, "result.json")
 # What a job writes before its first checkpoint: not a run on its own.
-START_FILES = ("config.yaml", METRICS, DATA_RECORD)
+START_FILES = ("config.yaml", METRICS, DATA_RECORD, CLASSIFIER_RECORD)
 START_DIRS = ("tb", "plots")
 
 
