@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The GPU check of issue 10, as ONE script of at most 8 minutes on one GPU with 16 cores:
-# training step MFU (ViT-B/16 eager and compiled, ViT-L/16), end to end with the real
-# loader, loader scaling at 1/4/8/16 workers, and the CUDA-only code paths. Writes
-# benchmarks/results/gpu_*.json as it goes and prints a summary table last.
+# The GPU check of issues 10 and 18, as ONE script of at most 8 minutes on one GPU with 16
+# cores, sections in priority order (benchmarks/gpu_check.py's docstring): loader scaling
+# at 1/4/8/16 workers (two-frame pairs and 16-frame clips), the training step's MFU (ViT-B/16
+# eager with its profile, compiled, ViT-L/16), pretraining end to end over 64-step epochs,
+# the video and image fine-tune steps (samples/s, MFU, peak memory) and end to end, and the
+# CUDA-only code paths. Writes benchmarks/results/gpu_*.json as it goes and prints a summary
+# table last.
 #
 #   bash scripts/gpu-check.sh --bundle bundle          # on a GPU node without network
 #   bash scripts/gpu-check.sh                          # vicmae already installed
@@ -18,14 +21,15 @@
 #   --site DIR     where --bundle installs to (default: a new folder in $TMPDIR)
 #   --python PY    the interpreter (default: .venv/bin/python if present, else python3;
 #                  with --bundle: python3, the node's)
-#   --only LIST    comma-separated sections (train_b,train_l,e2e,paths,train_b_compile,loader)
+#   --only LIST    comma-separated sections (loader,train_b,train_b_compile,train_l,e2e,
+#                  finetune_video,finetune_image,paths); --list prints them with their caps
 # When $OUT is set (the device runner's folder of files to bring back), the JSON files and
 # the log are copied there as each section ends.
 set -uo pipefail
 started=$(date +%s)
 cd "$(dirname "$0")/.."
 
-cpu=0 bundle="" beton="" site="" results="" python="" only=""
+cpu=0 bundle="" beton="" site="" results="" python="" only="" list=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --cpu) cpu=1 ;;
@@ -35,7 +39,8 @@ while [ $# -gt 0 ]; do
         --beton) beton=$2; shift ;;
         --python) python=$2; shift ;;
         --only) only=$2; shift ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        --list) list=1 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -44,6 +49,13 @@ done
 if [ -z "$python" ]; then
     if [ -z "$bundle" ] && [ -x .venv/bin/python ]; then python=.venv/bin/python; else python=python3; fi
 fi
+# The plan (sections, caps, budget), and the sections --only names, checked before anything
+# is installed or run.
+plan=("$python" benchmarks/gpu_check.py --list)
+[ $cpu = 1 ] && plan+=(--cpu)
+[ -n "$only" ] && plan+=(--only "$only")
+if [ $list = 1 ]; then "${plan[@]}"; exit $?; fi
+"${plan[@]}" >/dev/null || exit 2
 if [ -z "$results" ]; then
     if [ $cpu = 1 ]; then results=build/gpu-check-cpu; else results=benchmarks/results; fi
 fi
