@@ -15,7 +15,8 @@ from __future__ import annotations
 import ctypes
 
 from llvmlite import ir
-from numba import types
+from numba import config, types
+from numba.core.typing.ctypes_utils import to_ctypes
 from numba.extending import intrinsic
 
 
@@ -73,4 +74,14 @@ def c_function(restype: types.Type, *argtypes: types.Type):
 
         return sig, codegen
 
+    if config.DISABLE_JIT:
+        # The kernels run as Python (NUMBA_DISABLE_JIT=1: `make mutate` mutates them that
+        # way), and an intrinsic cannot be called from Python: the same call through ctypes.
+        proto = ctypes.CFUNCTYPE(to_ctypes(restype), *map(to_ctypes, argtypes))
+
+        def call_from_python(address, *args):
+            plain = [a.item() if hasattr(a, "item") else a for a in args]  # numpy scalars
+            return proto(int(address))(*plain)
+
+        return call_from_python
     return call
