@@ -110,7 +110,7 @@ def main() -> None:
             todo = [m for m in found if is_equivalent(m, cfg.get("equivalent", [])) is None]
             made = len(todo)
             if not (args.all or args.survivors or args.limit):
-                todo, found = sample(todo, found, run["sample"], cfg.get("equivalent", []))
+                todo, found = sample(todo, found, run["sample"])
             print(f"{g['name']}: {len(todo)} mutants to test, tests: {' '.join(g['tests'])}",
                   flush=True)  # fmt: skip
             g0 = time.monotonic()
@@ -151,14 +151,14 @@ def main() -> None:
     report(per_group, rows, run, args)
 
 
-def sample(todo: list[dict], found: list[dict], k: int, equivalent: list[dict]):
-    """``k`` of ``todo`` drawn with a fixed seed (all of them when fewer), and ``found``
-    reduced to those plus the listed equivalents (reported, never run)."""
+def sample(todo: list[dict], found: list[dict], k: int):
+    """``k`` of ``todo`` (the mutants to run) drawn with a fixed seed, all of them when
+    fewer, and ``found`` reduced to those plus what it holds beyond ``todo`` (the listed
+    equivalents: reported, never run)."""
     if len(todo) <= k:
         return todo, found
-    keep = {id(m) for m in random.Random(0).sample(todo, k)}
-    todo = [m for m in todo if id(m) in keep]
-    return todo, [m for m in found if id(m) in keep or is_equivalent(m, equivalent) is not None]
+    drop = {id(m) for m in todo} - {id(m) for m in random.Random(0).sample(todo, k)}
+    return [m for m in todo if id(m) not in drop], [m for m in found if id(m) not in drop]
 
 
 def interval(killed: int, n: int) -> tuple[float, float]:

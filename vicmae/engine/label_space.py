@@ -18,13 +18,15 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vicmae.config import ConfigError
-from vicmae.engine.run_folder import CLASSIFIER_RECORD
+from vicmae.engine.run_folder import CLASSIFIER_RECORD, write_json
 
 
 @dataclass(frozen=True)
@@ -118,29 +120,19 @@ def label_space(paths: Sequence[str | os.PathLike]) -> LabelSpace:
     return LabelSpace(files, top)
 
 
-RECORD_NAME = CLASSIFIER_RECORD
-
-
 def write_record(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     """``RUN/classifier.json``: what an evaluation needs to rebuild the trained classifier
     from a checkpoint of the run (architecture, input, head, the :class:`LabelSpace`)."""
-    from pathlib import Path
-
-    from vicmae.engine.run_folder import write_json
-
-    write_json(Path(run_dir) / RECORD_NAME, record)
+    write_json(Path(run_dir) / CLASSIFIER_RECORD, record)
 
 
 def read_record(checkpoint: str | os.PathLike) -> dict[str, Any]:
     """The ``classifier.json`` beside ``checkpoint`` (ConfigError, one line, when absent)."""
-    import json
-    from pathlib import Path
-
-    path = Path(checkpoint).parent / RECORD_NAME
+    path = Path(checkpoint).parent / CLASSIFIER_RECORD
     if not path.is_file():
         raise ConfigError(
-            f"{checkpoint}: no {RECORD_NAME} beside it; evaluate a checkpoint in the run folder "
-            "of a `vicmae train finetune` or `linprobe` run (they write it at start)"
+            f"{checkpoint}: no {CLASSIFIER_RECORD} beside it; evaluate a checkpoint in the run "
+            "folder of a `vicmae train finetune` or `linprobe` run (they write it at start)"
         )
     try:
         return json.loads(path.read_text())
