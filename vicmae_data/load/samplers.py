@@ -37,7 +37,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import carray, cfunc, njit, types
+from numba import carray, njit, types
+
+from vicmae_data.load.native.ccall import c_entry
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -185,32 +187,32 @@ ARG_DELTA, ARG_STRIDE, ARG_INDEX, ARG_COUNT = range(4)
 NUM_ARGS = 4
 
 
-@cfunc(ENTRY_SIGNATURE, cache=True)
+@c_entry(ENTRY_SIGNATURE)
 def _distant_entry(T, n, args, out, rng):
     distant(T, n, carray(out, n), carray(rng, 1))
     return 0
 
 
-@cfunc(ENTRY_SIGNATURE, cache=True)
+@c_entry(ENTRY_SIGNATURE)
 def _continuous_entry(T, n, args, out, rng):
     continuous(T, carray(args, NUM_ARGS)[ARG_DELTA], n, carray(out, n), carray(rng, 1))
     return 0
 
 
-@cfunc(ENTRY_SIGNATURE, cache=True)
+@c_entry(ENTRY_SIGNATURE)
 def _center_entry(T, n, args, out, rng):
     center(T, n, carray(out, n))
     return 0
 
 
-@cfunc(ENTRY_SIGNATURE, cache=True)
+@c_entry(ENTRY_SIGNATURE)
 def _clip_entry(T, n, args, out, rng):
     a = carray(args, NUM_ARGS)
     clip(T, n, a[ARG_STRIDE], a[ARG_INDEX], a[ARG_COUNT], carray(out, n), carray(rng, 1))
     return 0
 
 
-@cfunc(ENTRY_SIGNATURE, cache=True)
+@c_entry(ENTRY_SIGNATURE)
 def _segment_entry(T, n, args, out, rng):
     a = carray(args, NUM_ARGS)
     segment(T, n, a[ARG_INDEX], a[ARG_COUNT], carray(out, n), carray(rng, 1))

@@ -15,8 +15,9 @@ from __future__ import annotations
 import ctypes
 
 from llvmlite import ir
-from numba import config, types
+from numba import cfunc, config, types
 from numba.core.typing.ctypes_utils import to_ctypes
+from numba.core.typing.templates import Signature
 from numba.extending import intrinsic
 
 
@@ -85,3 +86,27 @@ def c_function(restype: types.Type, *argtypes: types.Type):
 
         return call_from_python
     return call
+
+
+class _PythonEntry:
+    """A Python function behind a C function pointer (a ctypes callback): ``.address``."""
+
+    def __init__(self, function, proto: type) -> None:
+        self.function = function
+        self._callback = proto(function)  # kept alive as long as the address is handed out
+        self.address = address_of(self._callback)
+
+
+def c_entry(signature: Signature):
+    """numba's ``cfunc(signature, cache=True)``: a C entry point other kernels call by address.
+
+    With ``NUMBA_DISABLE_JIT=1`` (``make mutate`` runs the kernels as Python) numba cannot
+    compile a ``cfunc`` whose body calls kernels that are now plain Python, so the entry is a
+    ctypes callback running the body as Python instead: callers still get an ``.address``,
+    and the body runs as written (a mutant in it is tested, not read from numba's cache).
+    The body's ``carray(pointer, n)`` works on the ctypes pointers the callback receives.
+    """
+    if not config.DISABLE_JIT:
+        return cfunc(signature, cache=True)
+    proto = ctypes.CFUNCTYPE(to_ctypes(signature.return_type), *map(to_ctypes, signature.args))
+    return lambda function: _PythonEntry(function, proto)
