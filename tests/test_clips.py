@@ -173,9 +173,13 @@ def test_bad_clip_arguments() -> None:
         view_plan("clip", train=True, test_view=(0, 1, 0, 3))
     with pytest.raises(ValueError, match="needs sampling='clip'"):
         view_plan("distant", train=False, test_view=(0, 1, 0, 3))
-    for bad in [(3, 3, 0, 3), (0, 3, 0, 2), (0, 0, 0, 1), (-1, 3, 0, 3)]:
+    for bad in [(3, 3, 0, 3), (0, 3, 0, 2), (0, 0, 0, 1), (-1, 3, 0, 3), (0, 3, -1, 3)]:
         with pytest.raises(ValueError, match="test_view must be"):
             view_plan("clip", train=False, test_view=bad)
+    for delta, stride in [(-1, 4), (8, 0)]:  # each bound on its own
+        with pytest.raises(ValueError, match="delta must be >= 0 and clip_stride >= 1"):
+            view_plan("clip", train=True, delta=delta, clip_stride=stride)
+    view_plan("clip", train=True, delta=0, clip_stride=1)  # the smallest valid values
     with pytest.raises(ValueError, match="sampling must be one of"):
         view_plan("clips", train=True)
 

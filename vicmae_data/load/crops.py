@@ -222,9 +222,8 @@ def draw_view_params(
     rng_init(seed, epoch, index, rng)
     frames = np.zeros(V, dtype=np.int64)
     args = plan[PLAN_ARGS : PLAN_ARGS + NUM_ARGS].copy()
-    if plan[PLAN_SAMPLER] != 0:
-        _call_sampler(plan[PLAN_SAMPLER], T, V, args.ctypes.data, frames.ctypes.data,
-                      rng.ctypes.data)  # fmt: skip
+    _call_sampler(plan[PLAN_SAMPLER], T, V, args.ctypes.data, frames.ctypes.data,
+                  rng.ctypes.data)  # fmt: skip
     train, clip = plan[PLAN_TRAIN] != 0, plan[PLAN_CLIP] != 0
     box = np.zeros(4, dtype=np.int64)
     lo = settings[2] if T == 1 else settings[0]
