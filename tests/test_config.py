@@ -152,6 +152,8 @@ def test_lambda_schedule_paper_step_and_ramp() -> None:
     assert lambda_schedule(799.0) == 0.025
     assert lambda_schedule(5.0, start_epoch=2, weight=0.1, ramp_epochs=6) == pytest.approx(0.05)
     assert lambda_schedule(9.0, start_epoch=2, weight=0.1, ramp_epochs=6) == 0.1
+    # a ramp shorter than an epoch is still a ramp (fractional epochs: per-step values)
+    assert lambda_schedule(2.25, start_epoch=2, weight=0.1, ramp_epochs=0.5) == pytest.approx(0.05)
 
 
 def test_lambda_per_step():

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from torch.nn.functional import normalize
 
 from vicmae.distributed import gather_with_grad, get_rank, get_world_size
-from vicmae.model.losses import contrastive_loss
+from vicmae.model.losses import contrastive_loss, cross_view_info_nce, nt_xent
 
 WORLD = 2
 N_LOCAL, DIM, TAU = 3, 8, 0.2
@@ -40,12 +40,15 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         rows = slice(rank * N_LOCAL, (rank + 1) * N_LOCAL)
         results: dict = {"rank": get_rank(), "world": get_world_size()}
         for form in FORMS:
-            for gather in (True, False):
+            for gather in (True, False, None):  # None: the default (gathered)
                 p = p_all[rows].clone().requires_grad_(True)
                 z = z_all[rows].clone().requires_grad_(True)
-                loss = contrastive_loss(form, p, z, TAU, gather=gather)
+                kwargs = {} if gather is None else {"gather": gather}
+                loss = contrastive_loss(form, p, z, TAU, **kwargs)
                 loss.backward()
                 results[form, gather] = (loss.detach(), p.grad, z.grad)
+        p, z = p_all[rows], z_all[rows]
+        results["defaults"] = (nt_xent(p, z, TAU), cross_view_info_nce(p, z, TAU))
         x = torch.full((2, 2), float(rank), requires_grad=True)
         results["gathered"] = gather_with_grad(x).detach()
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
@@ -116,6 +119,12 @@ def test_gathered_contrastive_forms_equal_their_references(tmp_path: Path) -> No
         assert all(
             torch.isfinite(g).all() and g.abs().sum() > 0 for g in r["ntxent_local_ids", True][1:]
         )
+    # Called without `gather`, every form (and both functions) gathers: DDP's default.
+    for r in ranks:
+        for form in FORMS:
+            torch.testing.assert_close(r[form, None][0], r[form, True][0], rtol=0, atol=0)
+        torch.testing.assert_close(r["defaults"][0], r["ntxent", True][0], rtol=0, atol=0)
+        torch.testing.assert_close(r["defaults"][1], r["cross_view", True][0], rtol=0, atol=0)
     # without gathering there are no other ranks' rows: identical to NT-Xent
     for r in ranks:
         torch.testing.assert_close(r["ntxent_local_ids", False][0], r["ntxent", False][0])

@@ -8,12 +8,14 @@ A run whose loss turns non-finite at step 3 names its last good checkpoint: with
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from media import TINY_MODEL, make_tiny_beton
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from vicmae.config import LinprobeConfig, load_config
 from vicmae.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -36,6 +38,7 @@ def beton(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("minutes,message", [
     (1e-9, r"loss is nan at step 3 .*Last good checkpoint: .*last\.pt"),
     (30.0, r"loss is nan at step 3 .*No checkpoint yet"),
+    (0.0, r"loss is nan at step 3 .*No checkpoint yet"),  # 0: no wall-time checkpoint at all
 ])  # fmt: skip
 def test_wall_clock_checkpoint(beton, tmp_path, minutes, message):
     # An absurd lr (1e9 x 8 / 256) blows the weights up: the loss is NaN at step 3.
@@ -92,3 +95,32 @@ def test_a_probe_cut_short_is_still_validated(beton, tmp_path):
     linprobe(load_config(None, over, cls=LinprobeConfig))
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["epoch"]) for r in rows if "val_top1" in r] == [(4, 1.0), (6, 1.5)]
+
+
+def test_resume_says_what_it_will_do(beton, tmp_path, caplog):
+    """A resume with nothing left below its cap or at its last step says so (and trains
+    nothing); one that trains does not. At another batch size (--allow-changes) it warns that
+    the schedule's step and the logged step now differ, and TensorBoard keeps every step
+    logged before the resume (its purge step is the logged step, not the schedule's)."""
+    caplog.set_level(logging.INFO, logger="vicmae")
+    over = [*TINY, f"data.betons=[{beton}]", "optim.epochs=1"]  # 4 steps of 8
+
+    def run(out: str, *extra: str, **how) -> str:
+        caplog.clear()
+        pretrain(load_config(None, [*over, f"run.out={tmp_path / out}", *extra]), **how)
+        return caplog.text
+
+    run("a", "run.max_steps=2")
+    text = run("a", "run.max_steps=2", resume=True)
+    assert "nothing to train: the run is at step 2 and run.max_steps=2" in text
+    text = run("a", resume=True)  # steps 3 and 4
+    assert "nothing to train" not in text and "another batch size" not in text
+    text = run("a", resume=True)
+    assert "nothing to train: the run is at step 4 and that is the last step" in text
+
+    run("b", "run.max_steps=2")  # 16 samples seen: one step of 16 at the new batch
+    text = run("b", "optim.batch_size=16", resume=True, allow_changes=True)
+    assert "resuming at another batch size or data" in text
+    events = EventAccumulator(str(tmp_path / "b" / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]  # 2 of 8, then 1 of 16
