@@ -245,6 +245,8 @@ def status(rc: int | None) -> str:
         return "timeout"
     if rc in (1, 2, 3, 4):  # tests failed, or a test module no longer imports (a mutant
         return "killed"  # that does not compile: pytest reports it as 2, 3 or 4)
+    if rc < 0:  # the tests' process died of a signal (a mutated plan or signature makes the
+        return "killed"  # kernels call a bad address: SIGSEGV); a timeout is rc None, above
     if rc == 0:
         return "survived"
     return "error"  # no tests collected, or the runner's own failure: not the tests' verdict

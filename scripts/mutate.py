@@ -14,7 +14,8 @@ hook in front of the file), then runs the group's tests with ``pytest -x``. Noth
 disk changes, so mutants run side by side and numba's cache is never fed a mutant.
 
 A mutant is killed when the tests fail (a test running past ``run.test_timeout_s`` fails:
-a mutated loop that never ends), or time out as a whole; survived when they pass. The
+a mutated loop that never ends), crash (a signal: a mutated plan sends the kernels to a bad
+address), or time out as a whole; survived when they pass. The
 unmutated run is traced first: a mutant on a statement no test of its group runs is a
 survivor without being run ("unrun"). ``[[equivalent]]`` entries of the config are
 survivors that no test can kill; they are not run, and the score is killed / (mutants -
@@ -100,6 +101,9 @@ def main() -> None:
         for g in groups:
             found = [m for path in g["modules"] for m in mutants(path, run["operators"],
                                                                  run["quiet_calls"])]  # fmt: skip
+            for e in _stale(cfg.get("equivalent", []), g["modules"], found):
+                print(f"  stale [[equivalent]] (no such mutant now, remove it): {e['file']}: "
+                      f"{e['line']} -> {e['mutant']}", flush=True)  # fmt: skip
             found = found[: args.limit] if args.limit else found
             before = [r for r in old["mutants_tested"] if r["group"] == g["name"]] if old else []
             if args.survivors:
@@ -149,6 +153,13 @@ def main() -> None:
         g["unreached"] = sum(1 for r in rows if r["group"] == g["group"]
                              and r["status"] == "survived" and r.get("unreached"))  # fmt: skip
     report(per_group, rows, run, args)
+
+
+def _stale(equivalent: list[dict], modules: list[str], found: list[dict]) -> list[dict]:
+    """The config's equivalents in ``modules`` that match none of ``found`` (the code they
+    describe has changed)."""
+    return [e for e in equivalent
+            if e["file"] in modules and not any(is_equivalent(m, [e]) for m in found)]  # fmt: skip
 
 
 def sample(todo: list[dict], found: list[dict], k: int):
