@@ -7,8 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from vicmae_data.load.crops import center_crop, draw_view_params, random_resized_crop, view_plan
+from vicmae_data.load.crops import (
+    PLAN_ARGS,
+    center_crop,
+    draw_view_params,
+    random_resized_crop,
+    view_plan,
+)
 from vicmae_data.load.samplers import (
+    ARG_DELTA,
     SAMPLERS,
     center,
     continuous,
@@ -265,6 +272,21 @@ def test_samplers_are_dispatched_by_name() -> None:
         draw_view_params(6, 0, 1, 40, 64, 80, plan, settings, params, np.zeros(1, np.uint64))
         assert params[:, 0].tolist() == fill(RefRng(6, 0, 1)), name
     assert {"distant", "continuous", "center", "clip"} <= set(SAMPLERS)
+
+
+def test_loader_defaults_are_the_configs() -> None:
+    """view_plan's and make_loader's sampling defaults are the config's (Table 3's): a
+    library user and a `vicmae train` user draw the same frames."""
+    import inspect
+
+    from vicmae.config.sections import LoaderConfig
+    from vicmae_data import make_loader
+
+    plan = view_plan("continuous", train=True)
+    assert plan[PLAN_ARGS + ARG_DELTA] == LoaderConfig.delta
+    defaults = inspect.signature(make_loader).parameters
+    assert defaults["delta"].default == LoaderConfig.delta
+    assert defaults["sampling"].default == LoaderConfig.sampling
 
 
 @pytest.mark.parametrize("delta", [0, 1])
