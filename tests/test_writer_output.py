@@ -35,7 +35,8 @@ def test_metas_fill_a_page_exactly_and_move_only_when_they_would_cross(tmp_path)
     """Three metas after the frame blobs: the first ends exactly at the first page boundary
     (stays), the second starts a page (stays), the third would cross the next boundary by
     one byte (moves to it). ffcv's Reader sees no allocation across a page; every sample
-    reads back; the only gap is the third meta's move."""
+    reads back, ffcv's Reader reads the metadata table as written; the only gap is the
+    third meta's move."""
     n, m = 3, 40
     frames = [_sample(i, {}) for i in range(n)]
     sizes = [packed_size(s.frames.frames) for s in frames]
@@ -55,7 +56,10 @@ def test_metas_fill_a_page_exactly_and_move_only_when_they_would_cross(tmp_path)
     beton = BetonFile(out)
     assert [int(p) for p in beton.tables.column("meta")["ptr"]] == [first, page, 2 * page]
     assert [beton.sample(i) for i in range(n)] == samples
-    table = Reader(str(out), custom_fields()).alloc_table
+    reader = Reader(str(out), custom_fields())  # ffcv reads the tables as written
+    assert reader.metadata.dtype == beton.tables.metadata.dtype
+    assert reader.metadata.tobytes() == beton.tables.metadata.tobytes()
+    table = reader.alloc_table
     ptr, size = table["ptr"].astype(np.int64), table["size"].astype(np.int64)
     assert (ptr // page == (ptr + size - 1) // page).all()
     assert stats.padding == m - 1 and stats.page_size == page
