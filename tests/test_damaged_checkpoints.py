@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from vicmae.config import load_config, to_dict
 from vicmae.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vicmae.export import NonFiniteWeightsError, check_finite, encoder_state_dict, export_timm
 from vicmae.model.vicmae import ViCMAE
 from vicmae_cli.train import app
 
@@ -111,6 +112,21 @@ def test_export_refuses_non_finite_weights_unless_allowed(tmp_path):
     assert res.exit_code == 0, res.output
     warned = [x for x in res.stderr.splitlines() if x.startswith("warning: ")]
     assert len(warned) == 1 and "hold NaN or infinite values" in warned[0], res.stderr
+    assert torch.isnan(torch.load(out, weights_only=True)["cls_token"]).all()
+
+
+def test_the_library_refuses_non_finite_weights_unless_told(tmp_path):
+    """export_timm and check_finite refuse by default, as the CLI does without its flag."""
+    nan = save_checkpoint(tmp_path / "nan.pt", _state(nan=True))
+    out = tmp_path / "vit.pth"
+    with pytest.raises(NonFiniteWeightsError, match=r"\(first: cls_token, 64 of 64 values\)"):
+        export_timm(nan, out)
+    assert not out.exists()
+    encoder = encoder_state_dict(nan)
+    with pytest.raises(NonFiniteWeightsError, match="encoder tensors hold NaN"):
+        check_finite(encoder)
+    check_finite(encoder, allow=True)  # a warning instead
+    export_timm(nan, out, allow_non_finite=True)
     assert torch.isnan(torch.load(out, weights_only=True)["cls_token"]).all()
 
 
