@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from vicmae.config import load_config, to_dict
 from vicmae.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vicmae.export import NonFiniteWeightsError, check_finite, encoder_state_dict, export_timm
 from vicmae.model.vicmae import ViCMAE
 from vicmae_cli.train import app
 
@@ -112,3 +113,69 @@ def test_export_refuses_non_finite_weights_unless_allowed(tmp_path):
     warned = [x for x in res.stderr.splitlines() if x.startswith("warning: ")]
     assert len(warned) == 1 and "hold NaN or infinite values" in warned[0], res.stderr
     assert torch.isnan(torch.load(out, weights_only=True)["cls_token"]).all()
+
+
+def test_the_library_refuses_non_finite_weights_unless_told(tmp_path):
+    """export_timm and check_finite refuse by default, as the CLI does without its flag."""
+    nan = save_checkpoint(tmp_path / "nan.pt", _state(nan=True))
+    out = tmp_path / "vit.pth"
+    with pytest.raises(NonFiniteWeightsError, match=r"\(first: cls_token, 64 of 64 values\)"):
+        export_timm(nan, out)
+    assert not out.exists()
+    encoder = encoder_state_dict(nan)
+    with pytest.raises(NonFiniteWeightsError, match="encoder tensors hold NaN"):
+        check_finite(encoder)
+    check_finite(encoder, allow=True)  # a warning instead
+    export_timm(nan, out, allow_non_finite=True)
+    assert torch.isnan(torch.load(out, weights_only=True)["cls_token"]).all()
+
+
+def _flip(path: Path, out: Path, at: int, mask: int) -> Path:
+    data = bytearray(path.read_bytes())
+    data[at] ^= mask
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        # zipfile.is_zipfile raises (not returns False) when the zip64 end locator names
+        # another disk than 0: "zipfiles that span multiple disks are not supported".
+        "zip64 locator's disk number",
+        # Stored (0) read as deflated (8): zlib, not zipfile, raises on the record's bytes.
+        "first record's compression method",
+    ],
+)
+def test_a_flip_in_the_zips_own_fields_is_refused_in_one_line(good, tmp_path, where):
+    data = good.read_bytes()
+    if where.startswith("zip64"):
+        at, mask = data.rfind(b"PK\x06\x07") + 4, 0x01
+    else:
+        at, mask = data.find(b"PK\x01\x02") + 10, 0x08
+    bad = _flip(good, tmp_path / "bad.pt", at, mask)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(bad)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}: damaged checkpoint (its zip does not hold together: ")
+    assert "\n" not in message
+
+
+def test_an_old_format_checkpoint_cut_or_flipped_anywhere_is_refused_in_one_line(tmp_path):
+    """torch < 1.6's format (no zip, no checksums): its unpickler fails in many ways
+    (IndexError, struct.error, AssertionError, ...) wherever the damage lands."""
+    old = tmp_path / "old.pt"
+    torch.save({"model": {"w": torch.arange(6.0)}, "step": 3}, old,
+               _use_new_zipfile_serialization=False)  # fmt: skip
+    assert load_checkpoint(old)["step"] == 3
+    data, bad = old.read_bytes(), tmp_path / "bad.pt"
+    for n in range(1, len(data)):  # every cut
+        bad.write_bytes(data[:n])
+        with pytest.raises(CheckpointError) as caught:
+            load_checkpoint(bad)
+        assert str(caught.value).startswith(f"{bad}: ") and "\n" not in str(caught.value)
+    for i in range(len(data)):  # a flipped bit in every byte
+        try:
+            load_checkpoint(_flip(old, bad, i, 1 << (i % 8)))
+        except CheckpointError as exc:  # a bit flipped in a number loads: no checksum
+            assert str(exc).startswith(f"{bad}: ") and "\n" not in str(exc)

@@ -108,6 +108,7 @@ def test_export_from_state_dict_module_and_ddp_keys(trained_model: ViCMAE, tmp_p
     raw = {"module." + k: v for k, v in trained_model.state_dict().items()}
     info = export_timm(raw, tmp_path / "b.pth", head_classes=None)
     assert info["arch"] == "vit_pico_patch8"  # named by its shapes
+    assert info["head_classes"] == 0 and info["img_size"] == 32  # no head; 4 x 4 patches of 8
     other = torch.load(tmp_path / "b.pth", weights_only=True)
     assert ref.keys() == other.keys()
     assert all(torch.equal(ref[k], other[k]) for k in ref)
@@ -136,6 +137,23 @@ def test_export_rejects_wrong_arch_and_non_checkpoints(
     with pytest.raises(ValueError, match="expected a state dict"):
         export_timm(tmp_path / "tensor.pt", out)
     assert not out.exists()
+
+
+def test_the_checkpoints_config_names_the_arch_and_its_weights_must_fit_it(
+    trained_model: ViCMAE, tmp_path: Path
+) -> None:
+    """The arch comes from the checkpoint's config and the shapes are checked against it;
+    weights with no config (or none for the model) are named by their shapes."""
+    state = torch.load(_checkpoint(trained_model, tmp_path / "ckpt.pt"), weights_only=True)
+    state["config"]["model"]["arch"] = "vit_tiny_patch16"  # another model's config
+    torch.save(state, tmp_path / "mixed.pt")
+    out = tmp_path / "vit.pth"
+    with pytest.raises(ValueError, match=r"encoder \(dim 64, depth 2, patch 8\) is not vit_tiny"):
+        export_timm(tmp_path / "mixed.pt", out)
+    assert not out.exists()
+    for config in ({}, {"config": {}}, {"config": {"optim": {"lr": 1.0}}}):
+        info = export_timm({"model": trained_model.state_dict(), **config}, out)
+        assert info["arch"] == "vit_pico_patch8"
 
 
 def _ours(model: ViCMAE, img_size: int, pool: str, imgs: torch.Tensor) -> torch.Tensor:
@@ -225,7 +243,8 @@ def test_export_refuses_to_overwrite_and_bad_pool(trained_model: ViCMAE, tmp_pat
 
 def test_standard_arch_call_and_the_readme_shows_it() -> None:
     """A timm-named size needs no dimensions; docs/export.md prints exactly these lines."""
-    cls = timm_create_call(timm_create_args("vit_base_patch16", "vit.pth", 224, "cls"))
+    # The defaults: at 224, the class token, no classes (features).
+    cls = timm_create_call(timm_create_args("vit_base_patch16", "vit.pth"))
     mean = timm_create_call(timm_create_args("vit_base_patch16", "vit.pth", 224, "mean"))
     assert cls == (
         'timm.create_model("vit_base_patch16_224", pretrained=True, '

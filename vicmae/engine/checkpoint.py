@@ -26,6 +26,7 @@ import re
 import struct
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,15 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
+# What torch.load raises on a damaged file that passed the CRC32 check: its zip reader's
+# RuntimeError, or, in the legacy (pre-zip) format that has no checksums, the unpickler
+# failing wherever the damage lands (a cut or a flipped bit: each of these seen).
+_LOAD_ERRORS = (
+    EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError,
+    TypeError, AssertionError, struct.error,
+)  # fmt: skip
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint (or a plain state dict) with ``torch.load(weights_only=True)``.
 
@@ -134,7 +144,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path}: {_unsafe_reason(str(exc))}") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except _LOAD_ERRORS as exc:
         raise CheckpointError(
             f"{path}: not a torch checkpoint, or truncated/damaged ({_first_line(exc)})"
         ) from None
@@ -145,10 +155,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-# What zipfile raises on a damaged archive (a flipped bit can land in any header field).
+# What zipfile raises on a damaged archive (a flipped bit can land in any header field;
+# one in a record's method flag has zlib inflate stored bytes).
 _ZIP_ERRORS = (
     zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError,
-    NotImplementedError, struct.error,
+    NotImplementedError, struct.error, zlib.error,
 )  # fmt: skip
 
 
@@ -160,9 +171,10 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
     left to ``torch.load``, which refuses what it cannot read.
     """
     path = Path(path)
-    if not zipfile.is_zipfile(path):
-        return
     try:
+        # is_zipfile itself raises on some damage to the end of the zip (BadZipFile).
+        if not zipfile.is_zipfile(path):
+            return
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()  # reads every record, checks its CRC32
     except _ZIP_ERRORS as exc:
