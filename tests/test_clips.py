@@ -146,6 +146,19 @@ def test_three_spatial_views_cover_the_long_side(H: int, W: int) -> None:
     assert covered.all()
 
 
+@pytest.mark.parametrize("H,W,fraction,side", [
+    (256, 340, 224 / 256, 224), (340, 256, 224 / 256, 224),  # mae_st's 224 of 256
+    (1, 8, 224 / 256, 1), (2, 3, 0.2, 1),  # never empty: at least one pixel
+])  # fmt: skip
+def test_one_spatial_view_is_a_centred_crop_never_empty(H, W, fraction, side) -> None:
+    settings = np.array([*CLIP_VIDEO_SCALE, 0.2, 1.0, *CLIP_RATIO, fraction])
+    plan = view_plan("clip", train=False, clip_stride=1, test_view=(0, 1, 0, 1))
+    params = np.zeros((2, 6), dtype=np.int32)
+    draw_view_params(0, 0, 0, 4, H, W, plan, settings, params, np.zeros(1, np.uint64))
+    for row in params:
+        assert tuple(row[1:5].tolist()) == ref_uniform_crop(H, W, side, 1)
+
+
 def test_clip_params_one_crop_and_flip_for_every_frame() -> None:
     settings = np.array([*CLIP_VIDEO_SCALE, 0.2, 1.0, *CLIP_RATIO, 224 / 256])
     rng = np.zeros(1, dtype=np.uint64)

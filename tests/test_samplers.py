@@ -16,6 +16,7 @@ from vicmae_data.load.crops import (
 )
 from vicmae_data.load.samplers import (
     ARG_DELTA,
+    ARG_STRIDE,
     SAMPLERS,
     center,
     continuous,
@@ -275,18 +276,20 @@ def test_samplers_are_dispatched_by_name() -> None:
 
 
 def test_loader_defaults_are_the_configs() -> None:
-    """view_plan's and make_loader's sampling defaults are the config's (Table 3's): a
+    """view_plan's and make_loader's sampling defaults are the config's (Table 3's, mae_st's): a
     library user and a `vicmae train` user draw the same frames."""
     import inspect
 
-    from vicmae.config.sections import LoaderConfig
+    from vicmae.config.sections import EvalDataConfig, LoaderConfig
     from vicmae_data import make_loader
 
-    plan = view_plan("continuous", train=True)
+    plan = view_plan("clip", train=True)
     assert plan[PLAN_ARGS + ARG_DELTA] == LoaderConfig.delta
+    assert plan[PLAN_ARGS + ARG_STRIDE] == EvalDataConfig.clip_stride  # mae_st's 4
     defaults = inspect.signature(make_loader).parameters
     assert defaults["delta"].default == LoaderConfig.delta
     assert defaults["sampling"].default == LoaderConfig.sampling
+    assert defaults["clip_stride"].default == EvalDataConfig.clip_stride
 
 
 @pytest.mark.parametrize("delta", [0, 1])
