@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -305,9 +306,8 @@ class _Book:
         if not (due or step % r.log_every_steps == 0):
             self.metrics.advance(at)
             return
-        late = r.ckpt_every_minutes > 0 and (
-            time.monotonic() - self.last_save > 60 * r.ckpt_every_minutes
-        )
+        period = timedelta(minutes=r.ckpt_every_minutes).total_seconds()
+        late = period > 0 and time.monotonic() - self.last_save > period
         means, bad, stopped, late = self.window.sync(bool(stop), late, self.run.info)
         if bad is not None:
             raise NonFiniteLossError(
