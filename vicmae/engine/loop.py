@@ -30,7 +30,6 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -306,8 +305,9 @@ class _Book:
         if not (due or step % r.log_every_steps == 0):
             self.metrics.advance(at)
             return
-        period = timedelta(minutes=r.ckpt_every_minutes).total_seconds()
-        late = period > 0 and time.monotonic() - self.last_save > period
+        late = r.ckpt_every_minutes > 0 and (
+            time.monotonic() - self.last_save > 60 * r.ckpt_every_minutes
+        )
         means, bad, stopped, late = self.window.sync(bool(stop), late, self.run.info)
         if bad is not None:
             raise NonFiniteLossError(
