@@ -347,6 +347,13 @@ def test_the_sample_block_runs_from_synth_to_export(tmp_path):
 # --- the pages' links and the files they name -----------------------------------------------
 
 
+def _generated(name: str) -> bool:
+    """A folder the project writes and git ignores (`benchmarks/out/`): named by the guides,
+    absent from a fresh clone until its command runs."""
+    ignored = subprocess.run(["git", "check-ignore", "-q", name], cwd=REPO, check=False)
+    return ignored.returncode == 0
+
+
 def test_every_link_and_named_file_exists():
     """A newcomer follows the README's map into docs/: every relative link must land on a
     page (and heading) that exists, and every repository file a page names in backticks
@@ -370,7 +377,9 @@ def test_every_link_and_named_file_exists():
         own = re.sub(r"\[[^\]]*\]\(\w+://[^)]*\)", "", text)
         for name in re.findall(r"`([\w.\-]+(?:/[\w.\-*]+)+/?)`", own):
             if name.split("/")[0] in tops and "*" not in name and not name.startswith("runs/"):
-                assert (REPO / name).exists(), f"{page.name}: names {name}, not in the repo"
+                assert (REPO / name).exists() or _generated(name), (
+                    f"{page.name}: names {name}, not in the repo"
+                )
                 checked += 1
         assert "DESIGN.md" not in text, f"{page.name}: cites DESIGN.md, which users do not have"
     assert checked >= 20
