@@ -105,14 +105,15 @@ def main() -> None:
                 print(f"  stale [[equivalent]] (no such mutant now, remove it): {e['file']}: "
                       f"{e['line']} -> {e['mutant']}", flush=True)  # fmt: skip
             found = found[: args.limit] if args.limit else found
+            equivalent = cfg.get("equivalent", [])
+            made = sum(1 for m in found if is_equivalent(m, equivalent) is None)
             before = [r for r in old["mutants_tested"] if r["group"] == g["name"]] if old else []
             if args.survivors:
                 found, kept = _survivors(found, before)
             else:
                 kept = []
             # Listed equivalents are not run: no test can tell them from the original.
-            todo = [m for m in found if is_equivalent(m, cfg.get("equivalent", [])) is None]
-            made = len(todo)
+            todo = [m for m in found if is_equivalent(m, equivalent) is None]
             if not (args.all or args.survivors or args.limit):
                 todo, found = sample(todo, found, run["sample"])
             print(f"{g['name']}: {len(todo)} mutants to test, tests: {' '.join(g['tests'])}",
