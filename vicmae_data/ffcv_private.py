@@ -41,7 +41,8 @@ points above (re-check each item when ffcv changes):
   (``frames_row`` in ``vicmae_data/format/frame_blob.py``, which ``WebPFramesField.encode``
   also uses); the allocation table lists each sample's allocations in field order.
   ``tests/test_beton_writer.py`` holds a written file to the sha256 of the bytes the writer
-  wrote through ``ffcv.types`` and the fields' ``encode``.
+  wrote through ``ffcv.types`` and the fields' ``encode``; ``tests/test_writer_output.py``
+  has ffcv's ``Reader`` read metadata that ends at, starts at or would cross a page.
 - ``vicmae_data/format/pages.py`` and ``vicmae_data/write/settings.py`` follow the readers'
   page rules: the process cache slices each allocation out of one page (none may cross a
   page boundary), pages from ffcv's 2 MiB minimum, the size stored as uint32.
