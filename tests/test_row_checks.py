@@ -7,6 +7,9 @@ a sample's row in the metadata table (no CRC covers it), or its frame bytes.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -123,3 +126,20 @@ def buffers(loader) -> list[np.ndarray]:
 
     walk(loader.loaders[0].graph.buffers)
     return out
+
+
+def test_the_first_check_in_a_fresh_process_leaves_nothing_open(good, tmp_path) -> None:
+    """A process that compiles the row check for the first time (an empty numba cache, as
+    after an install) and has not collected garbage yet: the file is checked, no BufferError
+    from closing a map numba's compile still references."""
+    code = (
+        "import gc, sys; gc.disable()\n"
+        "from vicmae_data.format.beton import BetonFile\n"
+        "from vicmae_data.load.rows import check_rows\n"
+        "print(check_rows(BetonFile(sys.argv[1])))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    done = subprocess.run([sys.executable, "-c", code, str(good)], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "{}"

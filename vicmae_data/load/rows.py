@@ -100,16 +100,18 @@ def check_rows(beton: BetonFile) -> dict[int, str]:
     codes = np.zeros(len(todo), dtype=np.int64)
     headers = np.zeros((len(todo), 2), dtype=np.int64)
     picked = rows[todo]
-    with open(beton.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        m.madvise(mmap.MADV_RANDOM)
-        data = np.frombuffer(m, dtype=np.uint8)
-        try:
-            check_blobs(get_info_address(), data, picked["ptr"].astype(np.int64),
-                        picked["size"].astype(np.int64), picked["num_frames"].astype(np.int64),
-                        picked["height"].astype(np.int64), picked["width"].astype(np.int64),
-                        codes, headers)  # fmt: skip
-        finally:
-            del data  # the map closes only once no array holds it
+    with open(beton.path, "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    m.madvise(mmap.MADV_RANDOM)
+    data = np.frombuffer(m, dtype=np.uint8)
+    check_blobs(get_info_address(), data, picked["ptr"].astype(np.int64),
+                picked["size"].astype(np.int64), picked["num_frames"].astype(np.int64),
+                picked["height"].astype(np.int64), picked["width"].astype(np.int64),
+                codes, headers)  # fmt: skip
+    # Unmapped when the last reference goes, never closed here: numba's first compile of
+    # check_blobs in a process can keep its arguments alive until the garbage collector
+    # runs, and closing a map an array still holds raises BufferError.
+    del data, m
     pixels = picked["height"].astype(np.int64) * picked["width"].astype(np.int64)
     checked = pixels[codes == OK]
     largest = int(checked.max()) if len(checked) else None
