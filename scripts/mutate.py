@@ -86,6 +86,7 @@ def main() -> None:
         return worker(args.worker)
 
     cfg = tomllib.loads(args.config.read_text())
+    equivalent = cfg.get("equivalent", [])
     run = cfg["run"] | ({"jobs": args.jobs} if args.jobs else {})
     groups = [g for g in cfg["group"] if not args.group or g["name"] in args.group]
     if args.group and len(groups) != len(args.group):
@@ -101,11 +102,10 @@ def main() -> None:
         for g in groups:
             found = [m for path in g["modules"] for m in mutants(path, run["operators"],
                                                                  run["quiet_calls"])]  # fmt: skip
-            for e in _stale(cfg.get("equivalent", []), g["modules"], found):
+            for e in _stale(equivalent, g["modules"], found):
                 print(f"  stale [[equivalent]] (no such mutant now, remove it): {e['file']}: "
                       f"{e['line']} -> {e['mutant']}", flush=True)  # fmt: skip
             found = found[: args.limit] if args.limit else found
-            equivalent = cfg.get("equivalent", [])
             made = sum(1 for m in found if is_equivalent(m, equivalent) is None)
             before = [r for r in old["mutants_tested"] if r["group"] == g["name"]] if old else []
             if args.survivors:
@@ -141,7 +141,7 @@ def main() -> None:
         order = [g["name"] for g in cfg["group"]]
         per_group.sort(key=lambda g: order.index(g["group"]) if g["group"] in order else 99)
     for r in rows:  # pytest's codes and the config's equivalents as they are now
-        why = is_equivalent(r, cfg.get("equivalent", []))
+        why = is_equivalent(r, equivalent)
         r.pop("why", None)
         if r["status"] in ("killed", "error"):
             r["status"] = status(r["rc"])

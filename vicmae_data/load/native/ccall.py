@@ -78,7 +78,7 @@ def c_function(restype: types.Type, *argtypes: types.Type):
     if config.DISABLE_JIT:
         # The kernels run as Python (NUMBA_DISABLE_JIT=1: `make mutate` mutates them that
         # way), and an intrinsic cannot be called from Python: the same call through ctypes.
-        proto = ctypes.CFUNCTYPE(to_ctypes(restype), *map(to_ctypes, argtypes))
+        proto = _prototype(restype, argtypes)
 
         def call_from_python(address, *args):
             plain = [a.item() if hasattr(a, "item") else a for a in args]  # numpy scalars
@@ -88,11 +88,15 @@ def c_function(restype: types.Type, *argtypes: types.Type):
     return call
 
 
+def _prototype(restype: types.Type, argtypes) -> type:
+    """The ctypes function type of a C signature given as numba types."""
+    return ctypes.CFUNCTYPE(to_ctypes(restype), *map(to_ctypes, argtypes))
+
+
 class _PythonEntry:
     """A Python function behind a C function pointer (a ctypes callback): ``.address``."""
 
     def __init__(self, function, proto: type) -> None:
-        self.function = function
         self._callback = proto(function)  # kept alive as long as the address is handed out
         self.address = address_of(self._callback)
 
@@ -108,5 +112,5 @@ def c_entry(signature: Signature):
     """
     if not config.DISABLE_JIT:
         return cfunc(signature, cache=True)
-    proto = ctypes.CFUNCTYPE(to_ctypes(signature.return_type), *map(to_ctypes, signature.args))
+    proto = _prototype(signature.return_type, signature.args)
     return lambda function: _PythonEntry(function, proto)
